@@ -18,6 +18,7 @@ that talks to them: they are translated here, at the boundary, with
         │       ├── FirstByteTimeout
         │       ├── IdleTimeout     no byte for `idle` seconds mid-stream
         │       └── TurnTimeout     the whole turn took longer than allowed
+        ├── Interrupted             the run was asked to stop while the turn was in flight
         ├── HTTPStatusError         non-2xx status: http_status, message, retry_after
         └── StreamError             a 200 reply that is not a good reply
             ├── InBandError         `data: {"error": ...}` inside the stream
@@ -75,6 +76,10 @@ class TurnError(RunnerError):
     type = "turn_error"
     retryable = False
     in_band = False
+    # Filled in by the client: the text this attempt received before it failed,
+    # and the server's request id when the response had headers.
+    partial: str = ""
+    request_id: str | None = None
 
     def __init__(
         self,
@@ -101,6 +106,10 @@ class TurnError(RunnerError):
         }
 
 
+class Interrupted(TurnError):
+    type = "interrupted"
+
+
 class TransportError(TurnError):
     type = "transport_error"
     retryable = True
@@ -114,7 +123,7 @@ class ReadError(TransportError):
     type = "read_error"
 
 
-class TimeoutError_(TransportError):  # noqa: N801 - avoid shadowing the builtin
+class TimeoutError_(TransportError):
     type = "timeout"
 
 

@@ -1,0 +1,171 @@
+"""A pure, incremental Server-Sent Events decoder: bytes in, events out.
+
+It follows the WHATWG event-stream algorithm
+(https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation)
+and knows nothing about HTTP. Feed it bytes exactly as they arrive, in chunks of
+any size; :meth:`SSEDecoder.feed` returns the events completed by that chunk and
+:meth:`SSEDecoder.flush` those left when the stream ends.
+
+Two layers, as in httpx-sse:
+
+* a line splitter that splits only on ``\\r\\n``, ``\\r`` and ``\\n`` — a ``\\r`` at
+  the end of one chunk and a ``\\n`` at the start of the next are one line end;
+* an event builder (``data:``/``event:``/``id:``/``retry:``, comments, a blank
+  line dispatches).
+
+UTF-8 is decoded only once a line is complete, so a multi-byte character split
+across chunks is never damaged. Invalid UTF-8 is replaced with U+FFFD as the
+spec says, and counted in :attr:`SSEDecoder.decode_errors` so that a caller
+which needs exact text can refuse the stream.
+
+The decoder never raises on any input. Buffered state is one partial line, so a
+peer that never sends a line end grows the buffer: callers cap it with
+:attr:`SSEDecoder.pending_bytes`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = ["SSEDecoder", "ServerSentEvent"]
+
+
+class ServerSentEvent(NamedTuple):
+    """One dispatched event. ``data`` lines are joined with ``\\n``."""
+
+    data: str
+    event: str = "message"
+    id: str = ""
+    retry: int | None = None
+
+
+def _decode(raw: bytes) -> tuple[str, bool]:
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace"), True
+
+
+class SSEDecoder:
+    """Incremental decoder. Not thread-safe; one per stream."""
+
+    __slots__ = (
+        "_data",
+        "_event",
+        "_has_data",
+        "_last_id",
+        "_pending",
+        "_retry",
+        "_skip_lf",
+        "decode_errors",
+    )
+
+    def __init__(self) -> None:
+        self._pending = b""
+        # A chunk ended in "\r": a "\n" opening the next chunk belongs to that line end.
+        self._skip_lf = False
+        self._data: list[str] = []
+        self._has_data = False
+        self._event = ""
+        self._last_id = ""
+        self._retry: int | None = None
+        self.decode_errors = 0
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes held for a line not yet ended."""
+        return len(self._pending)
+
+    @property
+    def last_event_id(self) -> str:
+        return self._last_id
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """Take the next bytes of the stream; return the events they complete."""
+        if not chunk:
+            return []
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+                if not chunk:
+                    return []
+        buf = self._pending + chunk if self._pending else chunk
+        lines = buf.splitlines(keepends=True)
+        last = lines[-1]
+        if last[-1:] == b"\n":
+            self._pending = b""
+        elif last[-1:] == b"\r":
+            self._pending = b""
+            self._skip_lf = True
+        else:
+            self._pending = last
+            lines.pop()
+        events: list[ServerSentEvent] = []
+        for line in lines:
+            # Strip the line end: "\r\n", "\n" or "\r".
+            if line[-1:] == b"\n":
+                line = line[:-2] if line[-2:-1] == b"\r" else line[:-1]
+            else:
+                line = line[:-1]
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def flush(self) -> list[ServerSentEvent]:
+        """The stream ended: finish a last line and a last event without its blank line."""
+        events: list[ServerSentEvent] = []
+        if self._pending:
+            line, self._pending = self._pending, b""
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        event = self._line(b"")
+        if event is not None:
+            events.append(event)
+        self._skip_lf = False
+        return events
+
+    def _line(self, line: bytes) -> ServerSentEvent | None:
+        if not line:
+            return self._dispatch()
+        if line[:6] == b"data: ":
+            # The hot path: almost every line of a chat stream.
+            value, bad = _decode(line[6:])
+            self.decode_errors += bad
+            self._data.append(value)
+            self._has_data = True
+            return None
+        if line[:1] == b":":
+            return None  # a comment, e.g. ": ping"
+        name, colon, raw_value = line.partition(b":")
+        if colon and raw_value[:1] == b" ":
+            raw_value = raw_value[1:]
+        value, bad = _decode(raw_value)
+        self.decode_errors += bad
+        if name == b"data":
+            self._data.append(value)
+            self._has_data = True
+        elif name == b"event":
+            self._event = value
+        elif name == b"id":
+            if "\0" not in value:
+                self._last_id = value
+        elif name == b"retry" and value.isascii() and value.isdigit():
+            self._retry = int(value)
+        # Any other field name is ignored, as the spec says.
+        return None
+
+    def _dispatch(self) -> ServerSentEvent | None:
+        if not self._has_data:
+            # No data: the spec discards the event (but "id" persists).
+            self._event = ""
+            return None
+        data = self._data[0] if len(self._data) == 1 else "\n".join(self._data)
+        event = ServerSentEvent(data, self._event or "message", self._last_id, self._retry)
+        self._data = []
+        self._has_data = False
+        self._event = ""
+        self._retry = None
+        return event
