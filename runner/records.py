@@ -28,7 +28,7 @@ class AttemptRecord(TypedDict):
     http_status: int | None
     error: ErrorRecord | None
     wait_s: float | None  # the wait taken after this attempt before the next one
-    partial_reply: str  # text received by this attempt (complete text when outcome is "ok")
+    partial_reply: str  # text a failed attempt received; "" for the ok one (see "reply")
 
 
 class ServerInfo(TypedDict):

@@ -1,0 +1,350 @@
+"""The command line: parse, wire, call the library, map errors to exit statuses.
+
+Heavy modules (requests, tenacity, tqdm) are imported inside the commands that
+need them, so ``runner --help`` and ``runner validate`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from runner._version import __version__
+from runner.errors import LockHeldError, RunnerError, ScenarioError, UsageError
+from runner.exitcodes import ExitStatus
+
+DEFAULT_ENDPOINT = "http://localhost:1337/v1/chat/completions"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, no traceback
+        self.exit(int(ExitStatus.USAGE), f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="runner",
+        description="Replay scripted dialogues against OpenAI-compatible chat endpoints.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser(
+        "run",
+        help="run scenarios and write a transcript",
+        description="Run every scenario in PATH (YAML files or folders) and write "
+        "OUT/<run_id>/transcript.jsonl and run.json.",
+    )
+    run.add_argument("paths", nargs="+", metavar="PATH", help="scenario file or folder")
+    run.add_argument(
+        "--endpoint",
+        help="chat-completions URL, or a base URL like http://host:port/v1 "
+        f"(default: $RUNNER_ENDPOINT or {DEFAULT_ENDPOINT})",
+    )
+    run.add_argument("--out", default="outputs", help="output folder (default: outputs)")
+    run.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="scenarios run in parallel (default: 4)",
+    )
+    run.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="attempts per turn (default: 4)",
+    )
+    run.add_argument(
+        "--history", choices=("client", "server"), help="override the scenarios' history mode"
+    )
+    run.add_argument("--provider", help="override the scenarios' provider")
+    run.add_argument("--model", help="override the scenarios' model")
+    run.add_argument(
+        "--api-key-env",
+        default="RUNNER_API_KEY",
+        metavar="VAR",
+        help="environment variable holding the API key (default: RUNNER_API_KEY)",
+    )
+    run.add_argument(
+        "--progress",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="progress on stderr: a bar on a terminal, periodic lines elsewhere",
+    )
+    run.add_argument(
+        "--progress-interval",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="seconds between progress lines when stderr is not a terminal",
+    )
+    run.add_argument(
+        "--local",
+        action="store_true",
+        help="start the built-in local endpoint for this run and use it",
+    )
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument("--connect-timeout", type=_seconds, default=10.0, metavar="S")
+    run.add_argument(
+        "--first-byte-timeout",
+        type=_seconds,
+        default=120.0,
+        metavar="S",
+        help="seconds to the first byte of the reply (default: 120)",
+    )
+    run.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=120.0,
+        metavar="S",
+        help="seconds without a byte mid-stream (default: 120)",
+    )
+    run.add_argument(
+        "--turn-timeout",
+        type=_seconds,
+        default=600.0,
+        metavar="S",
+        help="seconds for a whole turn attempt (default: 600)",
+    )
+    run.add_argument(
+        "--include-usage", action="store_true", help='send stream_options: {"include_usage": true}'
+    )
+    run.add_argument(
+        "--fsync-every-line",
+        action="store_true",
+        help="fsync the transcript after every line (default: every 0.2 s)",
+    )
+    _add_local_server_options(run, prefix="local-")
+
+    validate = sub.add_parser(
+        "validate",
+        help="check scenario files; send nothing",
+        description="Check scenario files and report the first problem of each, with file:line.",
+    )
+    validate.add_argument("paths", nargs="+", metavar="PATH")
+    validate.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the built-in local endpoint",
+        description="Serve the built-in local OpenAI-compatible endpoint: a deterministic "
+        "echo for demos and tests, not a language model.",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=1337)
+    _add_local_server_options(serve, prefix="")
+    return parser
+
+
+def _add_local_server_options(parser: argparse.ArgumentParser, prefix: str) -> None:
+    parser.add_argument(
+        f"--{prefix}token-delay",
+        type=_non_negative,
+        default=0.0,
+        metavar="S",
+        help="built-in endpoint: seconds between tokens",
+    )
+    parser.add_argument(
+        f"--{prefix}first-token-delay",
+        type=_non_negative,
+        default=0.0,
+        metavar="S",
+        help="built-in endpoint: seconds before the first token",
+    )
+    parser.add_argument(
+        f"--{prefix}faults",
+        metavar="SPEC|FILE",
+        help="built-in endpoint: fault plan (a spec string or a YAML file)",
+    )
+
+
+def _fault_plan(spec: str | None) -> Any:
+    if not spec:
+        return None
+    from runner.faults import FaultPlan
+
+    if os.path.isfile(spec):
+        return FaultPlan.from_file(spec)
+    return FaultPlan.parse(spec)
+
+
+def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.scenario import load_paths
+
+    scenarios = load_paths(args.paths)
+    files = len({sc.file for sc in scenarios})
+    turns = sum(len(sc.turns) for sc in scenarios)
+    if args.json:
+        out.write(
+            json.dumps({"ok": True, "files": files, "scenarios": len(scenarios), "turns": turns})
+            + "\n"
+        )
+    else:
+        out.write(f"ok: {len(scenarios)} scenario(s), {turns} turn(s) in {files} file(s)\n")
+    return int(ExitStatus.OK)
+
+
+def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.server import serve
+
+    def ready(url: str) -> None:
+        out.write(f"serving the built-in local endpoint at {url} (Ctrl-C to stop)\n")
+        out.flush()
+
+    serve(
+        args.host,
+        args.port,
+        token_delay=args.token_delay,
+        first_token_delay=args.first_token_delay,
+        faults=_fault_plan(args.faults),
+        ready=ready,
+    )
+    return int(ExitStatus.OK)
+
+
+def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from runner.scenario import load_paths
+
+    scenarios = load_paths(args.paths)  # validate everything before the first request
+    faults = _fault_plan(args.local_faults)
+
+    from runner.client import Timeouts, normalize_endpoint
+    from runner.engine import Run, RunSettings
+    from runner.progress import make_progress
+    from runner.retry import RetryPolicy
+
+    server: Any = None
+    if args.local:
+        if args.endpoint:
+            raise UsageError("--local and --endpoint cannot be used together")
+        from runner.server import LocalServer
+
+        server = LocalServer(
+            token_delay=args.local_token_delay,
+            first_token_delay=args.local_first_token_delay,
+            faults=faults,
+        ).start()
+        endpoint = server.url
+    else:
+        if faults is not None:
+            raise UsageError("--local-faults needs --local")
+        endpoint = normalize_endpoint(
+            args.endpoint or os.environ.get("RUNNER_ENDPOINT") or DEFAULT_ENDPOINT
+        )
+    api_key = os.environ.get(args.api_key_env) or None
+    settings = RunSettings(
+        endpoint=endpoint,
+        out_dir=Path(args.out),
+        concurrency=args.concurrency,
+        retry=RetryPolicy(max_attempts=args.max_attempts),
+        timeouts=Timeouts(
+            connect=args.connect_timeout,
+            first_byte=args.first_byte_timeout,
+            idle=args.idle_timeout,
+            turn=args.turn_timeout,
+        ),
+        history=args.history,
+        provider=args.provider,
+        model=args.model,
+        api_key=api_key,
+        api_key_env=args.api_key_env,
+        fsync_every_line=args.fsync_every_line,
+        include_usage=args.include_usage,
+    )
+    total = sum(len(sc.turns) for sc in scenarios)
+    progress = make_progress(args.progress, total, err, args.progress_interval)
+    run = Run(scenarios, settings, on_record=progress.update)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        status = ExitStatus.TERMINATED if signum == signal.SIGTERM else ExitStatus.INTERRUPTED
+        run.stop("interrupted", int(status))
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = run.execute()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        progress.close()
+        if server is not None:
+            server.stop()
+    if args.json:
+        out.write(json.dumps(summary.to_json()) + "\n")
+    else:
+        out.write(summary.line() + "\n")
+    return summary.exit_status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``runner`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out, err = sys.stdout, sys.stderr
+    try:
+        if args.command == "validate":
+            return _cmd_validate(args, out)
+        if args.command == "serve":
+            return _cmd_serve(args, out)
+        return _cmd_run(args, out, err)
+    except ScenarioError as exc:
+        err.write(f"runner: {exc}\n")
+        return int(ExitStatus.USAGE)
+    except LockHeldError as exc:
+        err.write(f"runner: {exc}\n")
+        return int(ExitStatus.LOCKED)
+    except RunnerError as exc:
+        err.write(f"runner: error: {exc}\n")
+        return int(ExitStatus.USAGE)
+    except KeyboardInterrupt:
+        err.write("runner: interrupted\n")
+        return int(ExitStatus.INTERRUPTED)
+    except OSError as exc:
+        err.write(f"runner: error: {exc}\n")
+        return int(ExitStatus.USAGE)
+
+
+def run_main() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run_main()

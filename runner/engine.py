@@ -1,0 +1,496 @@
+"""Running scenarios: conversations, turns in order, retries, records.
+
+:class:`Run` is the library's entry point; the CLI is one client of it.
+
+* Each scenario gets a fresh uuid4 ``conversation_id`` and runs its turns
+  strictly in order on one worker thread; ``concurrency`` scenarios run at
+  once, each worker keeping one :class:`~runner.client.ChatClient` (one
+  keep-alive session).
+* ``history: client`` sends the whole dialogue so far; ``history: server``
+  sends only the new user turn (and the system prompt on turn 1), as
+  gpt4free's own example does. A ``conversation`` handle from a reply goes back
+  in the next turn's body in both modes.
+* A turn is retried as a whole under the :class:`~runner.retry.RetryPolicy`;
+  when it fails for good, the scenario's later turns are recorded ``skipped``.
+* Every scripted turn gets exactly one line in ``transcript.jsonl``.
+* :meth:`Run.stop` (signals, limits) stops new turns, cuts in-flight requests
+  short and records them ``skipped`` with the reason.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner._version import __version__
+from runner.client import ChatClient, Exchange, Timeouts
+from runner.errors import Interrupted, TurnError
+from runner.exitcodes import ExitStatus
+from runner.records import (
+    RUN_SCHEMA,
+    TURN_SCHEMA,
+    AttemptRecord,
+    RunRecord,
+    TurnRecord,
+)
+from runner.retry import RetryPolicy
+from runner.scenario import Scenario
+from runner.transcript import (
+    RUN_JSON,
+    TRANSCRIPT,
+    TranscriptWriter,
+    create_run_dir,
+    utc_now,
+    write_json_atomic,
+)
+
+__all__ = ["Run", "RunSettings", "RunSummary", "build_body"]
+
+# Keys the runner owns in a request body; a scenario's params may not set them.
+RESERVED_KEYS = frozenset({"messages", "stream", "conversation_id"})
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    endpoint: str
+    out_dir: Path = Path("outputs")
+    concurrency: int = 4
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    history: str | None = None  # overrides the scenarios' own
+    provider: str | None = None
+    model: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    api_key_env: str | None = None  # recorded by name only
+    fsync_every_line: bool = False
+    include_usage: bool = False
+
+    def public(self) -> dict[str, Any]:
+        """Settings as written to run.json: never the key itself."""
+        t = self.timeouts
+        return {
+            "concurrency": self.concurrency,
+            "max_attempts": self.retry.max_attempts,
+            "history": self.history,
+            "provider": self.provider,
+            "model": self.model,
+            "api_key_env": self.api_key_env,
+            "api_key_set": bool(self.api_key),
+            "timeouts": {
+                "connect": t.connect,
+                "first_byte": t.first_byte,
+                "idle": t.idle,
+                "turn": t.turn,
+            },
+            "fsync_every_line": self.fsync_every_line,
+            "include_usage": self.include_usage,
+        }
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    run_dir: Path
+    scenarios: int
+    turns: int
+    ok: int
+    error: int
+    skipped: int
+    status: str  # "complete" | "interrupted"
+    exit_status: int
+    duration_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "run_dir": str(self.run_dir),
+            "transcript": str(self.run_dir / TRANSCRIPT),
+            "scenarios": self.scenarios,
+            "turns": self.turns,
+            "ok": self.ok,
+            "error": self.error,
+            "skipped": self.skipped,
+            "status": self.status,
+            "exit_status": self.exit_status,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+    def line(self) -> str:
+        return (
+            f"{self.scenarios} scenario(s), {self.turns} turn(s): {self.ok} ok, "
+            f"{self.error} error, {self.skipped} skipped in {self.duration_s:.1f}s "
+            f"[{self.status}] -> {self.run_dir}"
+        )
+
+
+def build_body(
+    *,
+    model: str,
+    provider: str | None,
+    messages: list[dict[str, str]],
+    conversation_id: str,
+    params: dict[str, Any] | None = None,
+    stream_options: dict[str, Any] | None = None,
+    conversation: Any = None,
+) -> dict[str, Any]:
+    """The request body, keys in the canonical order of gpt4free's example."""
+    body: dict[str, Any] = {"model": model}
+    if provider is not None:
+        body["provider"] = provider
+    body["stream"] = True
+    body["messages"] = messages
+    body["conversation_id"] = conversation_id
+    for key, value in (params or {}).items():
+        if key not in RESERVED_KEYS:
+            body[key] = value
+    if stream_options:
+        body["stream_options"] = stream_options
+    if conversation is not None:
+        body["conversation"] = conversation
+    return body
+
+
+class Run:
+    """One run of a list of scenarios into a new run directory."""
+
+    def __init__(
+        self,
+        scenarios: Sequence[Scenario],
+        settings: RunSettings,
+        *,
+        sleep: Callable[[float], Any] | None = None,
+        rand: Callable[[], float] = random.random,
+        on_record: Callable[[TurnRecord], None] | None = None,
+    ) -> None:
+        self.scenarios = list(scenarios)
+        self.settings = settings
+        self._stop = threading.Event()
+        self._stop_reason = "interrupted"
+        self._stop_status: int | None = None
+        self._sleep = sleep or self._interruptible_sleep
+        self._rand = rand
+        self._on_record = on_record
+        self._local = threading.local()
+        self._clients: list[ChatClient] = []
+        self._lock = threading.Lock()
+        self._counts = {"ok": 0, "error": 0, "skipped": 0}
+        self.run_id = ""
+        self.run_dir = Path()
+        self._writer: TranscriptWriter | None = None
+
+    # -- control -----------------------------------------------------------
+
+    def stop(self, reason: str = "interrupted", exit_status: int | None = None) -> None:
+        """Stop starting turns and cut in-flight requests short. Thread- and signal-safe."""
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._stop_status = exit_status
+            self._stop.set()
+        with self._lock:
+            clients = list(self._clients)
+        for client in clients:
+            client.abort()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
+    # -- the run -----------------------------------------------------------
+
+    def execute(self) -> RunSummary:
+        settings = self.settings
+        started = time.perf_counter()
+        self.run_id, self.run_dir = create_run_dir(settings.out_dir)
+        files: dict[str, str] = {}
+        for sc in self.scenarios:
+            files.setdefault(sc.file, sc.sha256)
+        record: RunRecord = {
+            "schema": RUN_SCHEMA,
+            "run_id": self.run_id,
+            "status": "running",
+            "started_at": utc_now(),
+            "ended_at": None,
+            "runner_version": __version__,
+            "endpoint": settings.endpoint,
+            "settings": settings.public(),
+            "files": [{"path": p, "sha256": h} for p, h in files.items()],
+            "scenarios": [sc.name for sc in self.scenarios],
+            "counts": {"ok": 0, "error": 0, "skipped": 0},
+            "exit_status": None,
+        }
+        write_json_atomic(self.run_dir / RUN_JSON, record)
+        self._writer = TranscriptWriter(
+            self.run_dir / TRANSCRIPT, fsync_every_line=settings.fsync_every_line
+        )
+        try:
+            workers = max(1, min(settings.concurrency, len(self.scenarios) or 1))
+            with ThreadPoolExecutor(workers, thread_name_prefix="runner") as pool:
+                futures = [pool.submit(self._run_scenario, sc) for sc in self.scenarios]
+                for future in futures:
+                    future.result()
+        finally:
+            self._writer.close()
+            for client in self._clients:
+                client.close()
+        counts = dict(self._counts)
+        interrupted = self._stop.is_set()
+        if interrupted and self._stop_status is not None:
+            exit_status = self._stop_status
+        elif counts["error"]:
+            exit_status = int(ExitStatus.TURN_ERRORS)
+        elif interrupted:
+            exit_status = int(ExitStatus.INTERRUPTED)
+        else:
+            exit_status = int(ExitStatus.OK)
+        status = "interrupted" if interrupted else "complete"
+        record["status"] = status
+        record["ended_at"] = utc_now()
+        record["counts"] = {
+            "ok": counts["ok"],
+            "error": counts["error"],
+            "skipped": counts["skipped"],
+        }
+        record["exit_status"] = exit_status
+        write_json_atomic(self.run_dir / RUN_JSON, record)
+        return RunSummary(
+            run_id=self.run_id,
+            run_dir=self.run_dir,
+            scenarios=len(self.scenarios),
+            turns=sum(counts.values()),
+            ok=counts["ok"],
+            error=counts["error"],
+            skipped=counts["skipped"],
+            status=status,
+            exit_status=exit_status,
+            duration_s=time.perf_counter() - started,
+        )
+
+    def _client(self) -> ChatClient:
+        client: ChatClient | None = getattr(self._local, "client", None)
+        if client is None:
+            s = self.settings
+            client = ChatClient(s.endpoint, api_key=s.api_key, timeouts=s.timeouts)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def _emit(self, rec: TurnRecord) -> None:
+        assert self._writer is not None
+        self._writer.write(rec)
+        with self._lock:
+            self._counts[rec["status"]] += 1
+        if self._on_record is not None:
+            self._on_record(rec)
+
+    def _run_scenario(self, sc: Scenario) -> None:
+        s = self.settings
+        provider = s.provider if s.provider is not None else sc.provider
+        model = s.model if s.model is not None else sc.model
+        history = s.history or sc.history
+        stream_options = dict(sc.stream_options) if sc.stream_options else None
+        if s.include_usage:
+            stream_options = {**(stream_options or {}), "include_usage": True}
+        conversation_id = str(uuid.uuid4())
+        dialogue: list[dict[str, str]] = []
+        if sc.system is not None:
+            dialogue.append({"role": "system", "content": sc.system})
+        conversation: Any = None
+        skip_reason: str | None = None
+        for number, turn in enumerate(sc.turns, 1):
+            base = self._base_record(
+                sc, conversation_id, number, turn.user, model, provider, history
+            )
+            if skip_reason is None and self._stop.is_set():
+                skip_reason = self._stop_reason
+            if skip_reason is not None:
+                self._emit(self._skipped(base, skip_reason))
+                continue
+            if history == "client":
+                messages = [*dialogue, {"role": "user", "content": turn.user}]
+            else:
+                messages = [{"role": "user", "content": turn.user}]
+                if number == 1 and sc.system is not None:
+                    messages.insert(0, {"role": "system", "content": sc.system})
+            body = build_body(
+                model=model,
+                provider=provider,
+                messages=messages,
+                conversation_id=conversation_id,
+                params=dict(sc.params),
+                stream_options=stream_options,
+                conversation=conversation,
+            )
+            base["request"]["messages_sent"] = len(messages)
+            rec = self._run_turn(base, body)
+            self._emit(rec)
+            if rec["status"] == "ok":
+                dialogue.append({"role": "user", "content": turn.user})
+                dialogue.append({"role": "assistant", "content": rec["reply"]})
+                if rec["server"]["conversation"] is not None:
+                    conversation = rec["server"]["conversation"]
+            elif rec["status"] == "skipped":
+                skip_reason = rec.get("skip_reason", self._stop_reason)
+            else:
+                skip_reason = "previous_turn_failed"
+
+    def _base_record(
+        self,
+        sc: Scenario,
+        conversation_id: str,
+        number: int,
+        user: str,
+        model: str,
+        provider: str | None,
+        history: str,
+    ) -> TurnRecord:
+        return {
+            "schema": TURN_SCHEMA,
+            "run_id": self.run_id,
+            "scenario": sc.name,
+            "scenario_file": sc.file,
+            "conversation_id": conversation_id,
+            "turn": number,
+            "user": user,
+            "reply": "",
+            "status": "skipped",
+            "error": None,
+            "attempts": [],
+            "finish_reason": None,
+            "usage": None,
+            "reasoning": None,
+            "server": {
+                "id": None,
+                "model": None,
+                "provider": None,
+                "request_id": None,
+                "conversation": None,
+            },
+            "request": {
+                "endpoint": self.settings.endpoint,
+                "model": model,
+                "provider": provider,
+                "history": history,
+                "messages_sent": 0,
+            },
+            "timing": {
+                "started_at": utc_now(),
+                "ttft_ms": None,
+                "duration_ms": None,
+                "chunks": 0,
+                "max_gap_ms": None,
+            },
+        }
+
+    @staticmethod
+    def _skipped(rec: TurnRecord, reason: str) -> TurnRecord:
+        rec["status"] = "skipped"
+        rec["skip_reason"] = reason
+        return rec
+
+    def _run_turn(self, rec: TurnRecord, body: dict[str, Any]) -> TurnRecord:
+        client = self._client()
+        attempts: list[AttemptRecord] = rec["attempts"]
+
+        def attempt() -> Exchange:
+            if self._stop.is_set():
+                raise Interrupted(f"not started: the run is stopping ({self._stop_reason})")
+            n = len(attempts) + 1
+            started_at = utc_now()
+            t0 = time.perf_counter()
+            try:
+                exchange = client.send(body)
+            except TurnError as exc:
+                if self._stop.is_set() and not isinstance(exc, Interrupted):
+                    stopped = Interrupted(f"cut short: the run is stopping ({self._stop_reason})")
+                    stopped.partial = exc.partial
+                    exc = stopped
+                attempts.append(
+                    {
+                        "n": n,
+                        "started_at": started_at,
+                        "duration_ms": _ms(time.perf_counter() - t0),
+                        "outcome": "error",
+                        "http_status": exc.http_status,
+                        "error": exc.to_record(),  # type: ignore[typeddict-item]
+                        "wait_s": None,
+                        "partial_reply": exc.partial,
+                    }
+                )
+                raise exc from None
+            attempts.append(
+                {
+                    "n": n,
+                    "started_at": started_at,
+                    "duration_ms": _ms(time.perf_counter() - t0),
+                    "outcome": "ok",
+                    "http_status": exchange.http_status,
+                    "error": None,
+                    "wait_s": None,
+                    "partial_reply": "",  # the text is the record's "reply"
+                }
+            )
+            return exchange
+
+        def before_sleep(n: int, error: BaseException | None, wait: float) -> None:
+            attempts[-1]["wait_s"] = round(wait, 3)
+
+        retrying = self.settings.retry.retrying(
+            sleep=self._sleep,
+            should_stop=self._stop.is_set,
+            rand=self._rand,
+            before_sleep=before_sleep,
+        )
+        try:
+            exchange: Exchange = retrying(attempt)
+        except Interrupted:
+            return self._skipped(rec, self._stop_reason)
+        except TurnError as exc:
+            if self._stop.is_set():
+                return self._skipped(rec, self._stop_reason)
+            rec["status"] = "error"
+            rec["error"] = exc.to_record()  # type: ignore[typeddict-item]
+            if attempts:
+                rec["timing"]["duration_ms"] = attempts[-1]["duration_ms"]
+            rec["server"]["request_id"] = exc.request_id
+            return rec
+        reply = exchange.reply
+        rec["status"] = "ok"
+        rec["reply"] = reply.text
+        rec["finish_reason"] = reply.finish_reason
+        rec["usage"] = reply.usage
+        rec["reasoning"] = reply.reasoning
+        rec["server"] = {
+            "id": reply.id,
+            "model": reply.model,
+            "provider": reply.provider,
+            "request_id": exchange.request_id,
+            "conversation": reply.conversation,
+        }
+        rec["timing"]["ttft_ms"] = _ms_opt(exchange.ttft_ms)
+        rec["timing"]["duration_ms"] = round(exchange.duration_ms, 3)
+        rec["timing"]["chunks"] = exchange.chunks
+        rec["timing"]["max_gap_ms"] = _ms_opt(exchange.max_gap_ms)
+        if reply.tool_calls:
+            rec["tool_calls"] = reply.tool_calls
+        if reply.choices > 1:
+            rec["choices"] = reply.choices
+        return rec
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def _ms_opt(ms: float | None) -> float | None:
+    return None if ms is None else round(ms, 3)
