@@ -292,7 +292,14 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     )
     total = sum(len(sc.turns) for sc in scenarios)
     progress = make_progress(args.progress, total, err, args.progress_interval)
-    run = Run(scenarios, settings, on_record=progress.update)
+    failures: list[str] = []
+
+    def on_record(rec: Any) -> None:
+        progress.update(rec)
+        if rec["status"] == "error" and len(failures) < 5:
+            failures.append(f"{rec['scenario']} turn {rec['turn']}: {rec['error']['message']}")
+
+    run = Run(scenarios, settings, on_record=on_record)
 
     def on_signal(signum: int, frame: Any) -> None:
         status = ExitStatus.TERMINATED if signum == signal.SIGTERM else ExitStatus.INTERRUPTED
@@ -307,6 +314,10 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         progress.close()
         if server is not None:
             server.stop()
+    for line in failures:
+        err.write(f"runner: error: {line}\n")
+    if summary.error > len(failures):
+        err.write(f"runner: ... {summary.error - len(failures)} more failed turn(s)\n")
     if args.json:
         out.write(json.dumps(summary.to_json()) + "\n")
     else:
