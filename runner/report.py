@@ -527,7 +527,7 @@ def table(headers: list[str], rows: list[list[str]], *, left: int = 1) -> str:
         ]
         return "  ".join(out).rstrip()
 
-    rule = "  ".join("-" * w for w in widths)
+    rule = "  ".join("-" * w for w in widths).rstrip()
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
