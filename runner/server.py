@@ -564,7 +564,8 @@ class LocalServer:
         self._state = _State(token_delay, first_token_delay, faults)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r: socket.socket | None = None  # wakes the accept loop on stop()
+        self._wake_w: socket.socket | None = None
 
     @property
     def port(self) -> int:
@@ -604,8 +605,9 @@ class LocalServer:
         """Stop serving, close every connection and join the threads."""
         state = self._state
         state.stopping.set()
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
+        if self._wake_w is not None:
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"x")
         if self._thread is not None:
             self._thread.join(_JOIN_TIMEOUT)
             self._thread = None
@@ -620,8 +622,10 @@ class LocalServer:
         deadline = time.monotonic() + _JOIN_TIMEOUT
         for _, thread in connections:
             thread.join(max(0.0, deadline - time.monotonic()))
-        self._wake_r.close()
-        self._wake_w.close()
+        for wake in (self._wake_r, self._wake_w):
+            if wake is not None:
+                wake.close()
+        self._wake_r = self._wake_w = None
 
     def __enter__(self) -> LocalServer:
         return self.start()
@@ -633,18 +637,19 @@ class LocalServer:
         server_class = _HTTPServer6 if ":" in self.host else _HTTPServer
         httpd = server_class((self.host, self._port), _Handler)
         httpd.state = self._state
+        self._wake_r, self._wake_w = socket.socketpair()
         self._httpd = httpd
         self._port = int(httpd.server_address[1])
 
     def _serve(self) -> None:
         # Our own accept loop: socketserver's serve_forever() polls for shutdown,
         # which would make every stop() wait for the poll interval.
-        httpd = self._httpd
-        assert httpd is not None
+        httpd, wake = self._httpd, self._wake_r
+        assert httpd is not None and wake is not None
         httpd.timeout = 0.5
         with selectors.DefaultSelector() as selector:
             selector.register(httpd.socket, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
+            selector.register(wake, selectors.EVENT_READ)
             while not self._state.stopping.is_set():
                 for key, _ in selector.select():
                     if key.fileobj is httpd.socket and not self._state.stopping.is_set():
