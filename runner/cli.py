@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every scenario in PATH (YAML files or folders) and write "
         "OUT/<run_id>/transcript.jsonl and run.json.",
     )
-    run.add_argument("paths", nargs="+", metavar="PATH", help="scenario file or folder")
+    run.add_argument("paths", nargs="*", metavar="PATH", help="scenario file or folder")
     run.add_argument(
         "--endpoint",
         help="chat-completions URL, or a base URL like http://host:port/v1 "
@@ -82,14 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--concurrency",
         type=_positive_int,
-        default=4,
+        default=None,
         metavar="N",
         help="scenarios run in parallel (default: 4)",
     )
     run.add_argument(
         "--max-attempts",
         type=_positive_int,
-        default=4,
+        default=None,
         metavar="N",
         help="attempts per turn (default: 4)",
     )
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="override the scenarios' model")
     run.add_argument(
         "--api-key-env",
-        default="RUNNER_API_KEY",
+        default=None,
         metavar="VAR",
         help="environment variable holding the API key (default: RUNNER_API_KEY)",
     )
@@ -123,25 +123,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the built-in local endpoint for this run and use it",
     )
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
-    run.add_argument("--connect-timeout", type=_seconds, default=10.0, metavar="S")
+    run.add_argument(
+        "--connect-timeout", type=_seconds, metavar="S", help="seconds to connect (default: 10)"
+    )
     run.add_argument(
         "--first-byte-timeout",
         type=_seconds,
-        default=120.0,
         metavar="S",
         help="seconds to the first byte of the reply (default: 120)",
     )
     run.add_argument(
         "--idle-timeout",
         type=_seconds,
-        default=120.0,
         metavar="S",
         help="seconds without a byte mid-stream (default: 120)",
     )
     run.add_argument(
         "--turn-timeout",
         type=_seconds,
-        default=600.0,
         metavar="S",
         help="seconds for a whole turn attempt (default: 600)",
     )
@@ -152,6 +151,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--fsync-every-line",
         action="store_true",
         help="fsync the transcript after every line (default: every 0.2 s)",
+    )
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="finish an interrupted run: keep finished scenarios, rerun the others",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: resume even if scenario files changed",
+    )
+    run.add_argument(
+        "--lock",
+        metavar="PATH",
+        help="exit with status 4 at once if another run holds this lock file",
+    )
+    run.add_argument(
+        "--max-runtime",
+        type=_seconds,
+        metavar="S",
+        help="start no turn after S seconds; the rest are skipped (exit 3)",
     )
     _add_local_server_options(run, prefix="local-")
 
@@ -242,9 +262,48 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if not args.paths and not args.resume:
+        raise UsageError("run: give scenario files or folders (PATH...), or --resume RUN_DIR")
+    if args.paths and args.resume:
+        raise UsageError("run: --resume takes its scenario files from run.json; give no PATH")
+    if not args.lock:
+        return _run(args, out, err)
+    from runner.lock import RunLock
+
+    lock = RunLock(args.lock).acquire()
+    if lock.took_over:
+        held = lock.took_over
+        err.write(
+            f"runner: took over the lock {args.lock} left by pid {held.get('pid')} "
+            f"(started {held.get('started_at')}), which is no longer running\n"
+        )
+    try:
+        return _run(args, out, err)
+    finally:
+        lock.release()
+
+
+def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from runner.scenario import load_paths
 
-    scenarios = load_paths(args.paths)  # validate everything before the first request
+    plan: Any = None
+    recorded: dict[str, Any] = {}
+    if args.resume:
+        from runner.resume import plan_resume
+
+        plan = plan_resume(Path(args.resume), force=args.force)
+        scenarios = plan.todo
+        recorded = plan.record.get("settings") or {}
+        if plan.torn_bytes:
+            err.write(
+                f"runner: cut a torn last line ({plan.torn_bytes} bytes) from the transcript\n"
+            )
+        err.write(
+            f"runner: resuming {plan.run_id}: {len(plan.scenarios) - len(plan.todo)} scenario(s) "
+            f"kept, {len(plan.todo)} to run again\n"
+        )
+    else:
+        scenarios = load_paths(args.paths)  # validate everything before the first request
     faults = _fault_plan(args.local_faults)
 
     from runner.client import Timeouts, normalize_endpoint
@@ -252,8 +311,17 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from runner.progress import make_progress
     from runner.retry import RetryPolicy
 
+    def opt(name: str, default: Any) -> Any:
+        """A flag given on the command line wins; on resume, then the recorded setting."""
+        value = getattr(args, name)
+        if value is not None:
+            return value
+        return recorded.get(name, default) if recorded.get(name) is not None else default
+
+    timeouts = recorded.get("timeouts") or {}
+    local = args.local or bool(recorded.get("local"))
     server: Any = None
-    if args.local:
+    if local:
         if args.endpoint:
             raise UsageError("--local and --endpoint cannot be used together")
         from runner.server import LocalServer
@@ -268,50 +336,58 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if faults is not None:
             raise UsageError("--local-faults needs --local")
         endpoint = normalize_endpoint(
-            args.endpoint or os.environ.get("RUNNER_ENDPOINT") or DEFAULT_ENDPOINT
+            args.endpoint
+            or (plan.record.get("endpoint") if plan else None)
+            or os.environ.get("RUNNER_ENDPOINT")
+            or DEFAULT_ENDPOINT
         )
-    api_key = os.environ.get(args.api_key_env) or None
-    settings = RunSettings(
-        endpoint=endpoint,
-        out_dir=Path(args.out),
-        concurrency=args.concurrency,
-        retry=RetryPolicy(max_attempts=args.max_attempts),
-        timeouts=Timeouts(
-            connect=args.connect_timeout,
-            first_byte=args.first_byte_timeout,
-            idle=args.idle_timeout,
-            turn=args.turn_timeout,
-        ),
-        history=args.history,
-        provider=args.provider,
-        model=args.model,
-        api_key=api_key,
-        api_key_env=args.api_key_env,
-        fsync_every_line=args.fsync_every_line,
-        include_usage=args.include_usage,
-    )
-    total = sum(len(sc.turns) for sc in scenarios)
-    progress = make_progress(args.progress, total, err, args.progress_interval)
-    failures: list[str] = []
-
-    def on_record(rec: Any) -> None:
-        progress.update(rec)
-        if rec["status"] == "error" and len(failures) < 5:
-            failures.append(f"{rec['scenario']} turn {rec['turn']}: {rec['error']['message']}")
-
-    run = Run(scenarios, settings, on_record=on_record)
-
-    def on_signal(signum: int, frame: Any) -> None:
-        status = ExitStatus.TERMINATED if signum == signal.SIGTERM else ExitStatus.INTERRUPTED
-        run.stop("interrupted", int(status))
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    api_key_env = opt("api_key_env", "RUNNER_API_KEY")
     try:
-        summary = run.execute()
+        settings = RunSettings(
+            endpoint=endpoint,
+            out_dir=Path(args.out),
+            concurrency=opt("concurrency", 4),
+            retry=RetryPolicy(max_attempts=opt("max_attempts", 4)),
+            timeouts=Timeouts(
+                connect=args.connect_timeout or timeouts.get("connect", 10.0),
+                first_byte=args.first_byte_timeout or timeouts.get("first_byte", 120.0),
+                idle=args.idle_timeout or timeouts.get("idle", 120.0),
+                turn=args.turn_timeout or timeouts.get("turn", 600.0),
+            ),
+            history=opt("history", None),
+            provider=opt("provider", None),
+            model=opt("model", None),
+            api_key=os.environ.get(api_key_env) or None,
+            api_key_env=api_key_env,
+            fsync_every_line=args.fsync_every_line or bool(recorded.get("fsync_every_line")),
+            include_usage=args.include_usage or bool(recorded.get("include_usage")),
+            paths=tuple(recorded.get("paths") or args.paths),
+            local=local,
+            max_runtime=args.max_runtime,
+        )
+        total = sum(len(sc.turns) for sc in scenarios)
+        progress = make_progress(args.progress, total, err, args.progress_interval)
+        failures: list[str] = []
+
+        def on_record(rec: Any) -> None:
+            progress.update(rec)
+            if rec["status"] == "error" and len(failures) < 5:
+                failures.append(f"{rec['scenario']} turn {rec['turn']}: {rec['error']['message']}")
+
+        run = Run(scenarios, settings, on_record=on_record)
+
+        def on_signal(signum: int, frame: Any) -> None:
+            status = ExitStatus.TERMINATED if signum == signal.SIGTERM else ExitStatus.INTERRUPTED
+            run.stop("interrupted", int(status))
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            summary = run.execute(plan)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            progress.close()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        progress.close()
         if server is not None:
             server.stop()
     for line in failures:

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -40,6 +41,7 @@ from runner.records import (
     RunRecord,
     TurnRecord,
 )
+from runner.resume import ResumePlan
 from runner.retry import RetryPolicy
 from runner.scenario import Scenario
 from runner.transcript import (
@@ -71,6 +73,9 @@ class RunSettings:
     api_key_env: str | None = None  # recorded by name only
     fsync_every_line: bool = False
     include_usage: bool = False
+    paths: tuple[str, ...] = ()  # what the user asked to run, for --resume
+    local: bool = False  # the endpoint is the built-in one, started for the run
+    max_runtime: float | None = None  # seconds; then no new turn starts
 
     def public(self) -> dict[str, Any]:
         """Settings as written to run.json: never the key itself."""
@@ -91,6 +96,9 @@ class RunSettings:
             },
             "fsync_every_line": self.fsync_every_line,
             "include_usage": self.include_usage,
+            "paths": list(self.paths),
+            "local": self.local,
+            "max_runtime": self.max_runtime,
         }
 
 
@@ -174,6 +182,7 @@ class Run:
         self._stop = threading.Event()
         self._stop_reason = "interrupted"
         self._stop_status: int | None = None
+        self._aborting = False
         self._sleep = sleep or self._interruptible_sleep
         self._rand = rand
         self._on_record = on_record
@@ -187,16 +196,23 @@ class Run:
 
     # -- control -----------------------------------------------------------
 
-    def stop(self, reason: str = "interrupted", exit_status: int | None = None) -> None:
-        """Stop starting turns and cut in-flight requests short. Thread- and signal-safe."""
+    def stop(
+        self, reason: str = "interrupted", exit_status: int | None = None, *, abort: bool = True
+    ) -> None:
+        """Stop starting turns; with ``abort``, cut in-flight requests short too.
+
+        Thread- and signal-safe. The first call's reason and exit status win.
+        """
         if not self._stop.is_set():
             self._stop_reason = reason
             self._stop_status = exit_status
             self._stop.set()
-        with self._lock:
-            clients = list(self._clients)
-        for client in clients:
-            client.abort()
+        if abort:
+            self._aborting = True
+            with self._lock:
+                clients = list(self._clients)
+            for client in clients:
+                client.abort()
 
     @property
     def stopping(self) -> bool:
@@ -207,28 +223,54 @@ class Run:
 
     # -- the run -----------------------------------------------------------
 
-    def execute(self) -> RunSummary:
+    def execute(self, resume: ResumePlan | None = None) -> RunSummary:
+        """Run the scenarios into a new run directory, or finish ``resume``'s run."""
         settings = self.settings
         started = time.perf_counter()
-        self.run_id, self.run_dir = create_run_dir(settings.out_dir)
-        files: dict[str, str] = {}
-        for sc in self.scenarios:
-            files.setdefault(sc.file, sc.sha256)
-        record: RunRecord = {
-            "schema": RUN_SCHEMA,
-            "run_id": self.run_id,
-            "status": "running",
-            "started_at": utc_now(),
-            "ended_at": None,
-            "runner_version": __version__,
-            "endpoint": settings.endpoint,
-            "settings": settings.public(),
-            "files": [{"path": p, "sha256": h} for p, h in files.items()],
-            "scenarios": [sc.name for sc in self.scenarios],
-            "counts": {"ok": 0, "error": 0, "skipped": 0},
-            "exit_status": None,
-        }
+        record: RunRecord
+        total_scenarios = len(self.scenarios)
+        if resume is None:
+            self.run_id, self.run_dir = create_run_dir(settings.out_dir)
+            files: dict[str, str] = {}
+            for sc in self.scenarios:
+                files.setdefault(sc.file, sc.sha256)
+            record = {
+                "schema": RUN_SCHEMA,
+                "run_id": self.run_id,
+                "status": "running",
+                "pid": os.getpid(),
+                "started_at": utc_now(),
+                "ended_at": None,
+                "runner_version": __version__,
+                "endpoint": settings.endpoint,
+                "settings": settings.public(),
+                "files": [{"path": p, "sha256": h} for p, h in files.items()],
+                "scenarios": [sc.name for sc in self.scenarios],
+                "counts": {"ok": 0, "error": 0, "skipped": 0},
+                "exit_status": None,
+            }
+        else:
+            self.run_id, self.run_dir = resume.run_id, resume.run_dir
+            self._counts = dict(resume.kept)
+            total_scenarios = len(resume.scenarios)
+            record = resume.record  # type: ignore[assignment]
+            record["status"] = "running"
+            record["pid"] = os.getpid()
+            record["endpoint"] = settings.endpoint
+            record.setdefault("resumed", []).append(
+                {"at": utc_now(), "scenarios": [sc.name for sc in self.scenarios]}
+            )
         write_json_atomic(self.run_dir / RUN_JSON, record)
+        timer: threading.Timer | None = None
+        if settings.max_runtime is not None:
+            timer = threading.Timer(
+                settings.max_runtime,
+                self.stop,
+                args=("max_runtime", int(ExitStatus.TURN_ERRORS)),
+                kwargs={"abort": False},
+            )
+            timer.daemon = True
+            timer.start()
         self._writer = TranscriptWriter(
             self.run_dir / TRANSCRIPT, fsync_every_line=settings.fsync_every_line
         )
@@ -239,6 +281,8 @@ class Run:
                 for future in futures:
                     future.result()
         finally:
+            if timer is not None:
+                timer.cancel()
             self._writer.close()
             for client in self._clients:
                 client.close()
@@ -252,7 +296,9 @@ class Run:
             exit_status = int(ExitStatus.INTERRUPTED)
         else:
             exit_status = int(ExitStatus.OK)
-        status = "interrupted" if interrupted else "complete"
+        status = "interrupted" if interrupted and self._stop_reason == "interrupted" else "complete"
+        if interrupted and self._stop_reason != "interrupted":
+            status = self._stop_reason  # e.g. "max_runtime": resumable, but not a crash
         record["status"] = status
         record["ended_at"] = utc_now()
         record["counts"] = {
@@ -265,7 +311,7 @@ class Run:
         return RunSummary(
             run_id=self.run_id,
             run_dir=self.run_dir,
-            scenarios=len(self.scenarios),
+            scenarios=total_scenarios,
             turns=sum(counts.values()),
             ok=counts["ok"],
             error=counts["error"],
@@ -411,7 +457,7 @@ class Run:
             try:
                 exchange = client.send(body)
             except TurnError as exc:
-                if self._stop.is_set() and not isinstance(exc, Interrupted):
+                if self._aborting and not isinstance(exc, Interrupted):
                     stopped = Interrupted(f"cut short: the run is stopping ({self._stop_reason})")
                     stopped.partial = exc.partial
                     exc = stopped
@@ -456,7 +502,9 @@ class Run:
         except Interrupted:
             return self._skipped(rec, self._stop_reason)
         except TurnError as exc:
-            if self._stop.is_set():
+            # A retry the stop prevented is not the provider's failure: the turn is
+            # recorded as stopped (and a resume runs it again), attempts kept.
+            if self._stop.is_set() and (self._aborting or exc.retryable):
                 return self._skipped(rec, self._stop_reason)
             rec["status"] = "error"
             rec["error"] = exc.to_record()  # type: ignore[typeddict-item]

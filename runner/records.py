@@ -115,7 +115,8 @@ class RunRecord(TypedDict, total=False):
 
     schema: str
     run_id: str
-    status: str  # "running" | "complete" | "interrupted"
+    status: str  # "running" | "complete" | "interrupted" | "max_runtime"
+    pid: int
     started_at: str
     ended_at: str | None
     runner_version: str
@@ -125,3 +126,5 @@ class RunRecord(TypedDict, total=False):
     scenarios: list[str]
     counts: Counts
     exit_status: int | None
+    resumed: list[dict[str, Any]]
+    shard: str
