@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -54,6 +55,8 @@ from runner.transcript import (
 )
 
 __all__ = ["Run", "RunSettings", "RunSummary", "build_body"]
+
+REDACTED = "[REDACTED]"
 
 # Keys the runner owns in a request body; a scenario's params may not set them.
 RESERVED_KEYS = frozenset({"messages", "stream", "conversation_id"})
@@ -333,6 +336,13 @@ class Run:
 
     def _emit(self, rec: TurnRecord) -> None:
         assert self._writer is not None
+        key = self.settings.api_key
+        if key:
+            # A server may echo request headers back (in an error body, even in a
+            # reply): the key never reaches a transcript, a log or the terminal.
+            text = json.dumps(rec, ensure_ascii=False)
+            if key in text:
+                rec = json.loads(text.replace(key, REDACTED))
         self._writer.write(rec)
         with self._lock:
             self._counts[rec["status"]] += 1

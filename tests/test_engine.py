@@ -322,3 +322,32 @@ def test_concurrency_runs_every_scenario(tmp_path: Path, n: int) -> None:
     with LocalServer() as server:
         summary = Run(scs, settings(tmp_path, server.url, concurrency=n)).execute()
     assert summary.ok == 16 and summary.exit_status == 0
+
+
+def test_api_key_echoed_by_the_server_is_redacted(tmp_path: Path) -> None:
+    key = "sk-canary-echo-9c1d"
+
+    def echo(sock: socket.socket, req: Request) -> bool:
+        auth = req.headers["authorization"]
+        if len(echo.seen) == 0:  # type: ignore[attr-defined]
+            echo.seen.append(1)  # type: ignore[attr-defined]
+            body = json.dumps({"error": {"message": f"bad header {auth}"}}).encode()
+            send_length(sock, body, status=b"500 Internal Server Error", ctype=b"application/json")
+        else:
+            send_chunked(sock, sse_events(f"you sent {auth}"))
+        return True
+
+    echo.seen = []  # type: ignore[attr-defined]
+    seen: list[TurnRecord] = []
+    with raw_server(echo) as server:
+        summary = Run(
+            [scenario("s", "a")],
+            settings(tmp_path, server.url, api_key=key),
+            sleep=lambda s: None,
+            on_record=seen.append,
+        ).execute()
+    text = (summary.run_dir / "transcript.jsonl").read_text()
+    assert key not in text and key not in json.dumps(seen)
+    rec = json.loads(text)
+    assert rec["attempts"][0]["error"]["message"].endswith("bad header Bearer [REDACTED]")
+    assert rec["reply"] == "you sent Bearer [REDACTED]"
