@@ -654,7 +654,10 @@ def render_report_html(report: Report) -> str:
     else:
         body.append("<p class='muted'>No turns recorded yet.</p>")
 
-    body.append("<h2>Latency</h2><p class='muted'>Turns with status ok.</p><div class='grid2'>")
+    body.append(
+        "<h2>Latency</h2><p class='muted'>Turns with status ok; percentiles by linear "
+        "interpolation.</p><div class='grid2'>"
+    )
     for name, values, spread, cls in (
         ("TTFT", report.ttft_values, t.ttft, "accent"),
         ("Duration", report.duration_values, t.duration, "accent"),

@@ -191,7 +191,7 @@ _SCENARIOS = {
 }
 
 
-def demo_run(out: Path, *, seed: int = 7, repeats: int = 3, when: datetime = T0) -> Path:
+def demo_run(out: Path, *, seed: int = 10, repeats: int = 3, when: datetime = T0) -> Path:
     """A varied run: four scenarios x ``repeats``, latencies, errors, skips and checks."""
     rng = random.Random(seed)
     run_id = run_id_at(when, f"{seed:06x}")
