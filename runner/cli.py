@@ -153,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fsync the transcript after every line (default: every 0.2 s)",
     )
     run.add_argument(
+        "--repeat",
+        type=_positive_int,
+        metavar="N",
+        help="run each scenario N times, each with its own conversation_id",
+    )
+    run.add_argument(
         "--resume",
         metavar="RUN_DIR",
         help="finish an interrupted run: keep finished scenarios, rerun the others",
@@ -292,7 +298,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         from runner.resume import plan_resume
 
         plan = plan_resume(Path(args.resume), force=args.force)
-        scenarios = plan.todo
+        scenarios = plan.scenarios
         recorded = plan.record.get("settings") or {}
         if plan.torn_bytes:
             err.write(
@@ -364,8 +370,14 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             paths=tuple(recorded.get("paths") or args.paths),
             local=local,
             max_runtime=args.max_runtime,
+            repeat=opt("repeat", 1),
         )
-        total = sum(len(sc.turns) for sc in scenarios)
+        units = plan.todo if plan else None
+        repeat = opt("repeat", 1)
+        if units is not None:
+            total = sum(len(sc.turns) for sc, _ in units)
+        else:
+            total = sum(len(sc.turns) for sc in scenarios) * repeat
         progress = make_progress(args.progress, total, err, args.progress_interval)
         failures: list[str] = []
 
@@ -374,7 +386,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if rec["status"] == "error" and len(failures) < 5:
                 failures.append(f"{rec['scenario']} turn {rec['turn']}: {rec['error']['message']}")
 
-        run = Run(scenarios, settings, on_record=on_record)
+        run = Run(scenarios, settings, on_record=on_record, units=units)
 
         def on_signal(signum: int, frame: Any) -> None:
             status = ExitStatus.TERMINATED if signum == signal.SIGTERM else ExitStatus.INTERRUPTED

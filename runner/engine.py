@@ -54,7 +54,10 @@ from runner.transcript import (
     write_json_atomic,
 )
 
-__all__ = ["Run", "RunSettings", "RunSummary", "build_body"]
+__all__ = ["Run", "RunSettings", "RunSummary", "Unit", "build_body"]
+
+# One conversation to run: a scenario and its repeat number (None without --repeat).
+Unit = tuple[Scenario, "int | None"]
 
 REDACTED = "[REDACTED]"
 
@@ -79,6 +82,7 @@ class RunSettings:
     paths: tuple[str, ...] = ()  # what the user asked to run, for --resume
     local: bool = False  # the endpoint is the built-in one, started for the run
     max_runtime: float | None = None  # seconds; then no new turn starts
+    repeat: int = 1  # run each scenario this many times, each its own conversation
 
     def public(self) -> dict[str, Any]:
         """Settings as written to run.json: never the key itself."""
@@ -102,6 +106,7 @@ class RunSettings:
             "paths": list(self.paths),
             "local": self.local,
             "max_runtime": self.max_runtime,
+            "repeat": self.repeat,
         }
 
 
@@ -179,8 +184,16 @@ class Run:
         sleep: Callable[[float], Any] | None = None,
         rand: Callable[[], float] = random.random,
         on_record: Callable[[TurnRecord], None] | None = None,
+        units: Sequence[Unit] | None = None,
     ) -> None:
         self.scenarios = list(scenarios)
+        # What runs: each scenario once, or (with repeat N) N times, repeat by repeat.
+        if units is None:
+            if settings.repeat > 1:
+                units = [(sc, r) for r in range(1, settings.repeat + 1) for sc in scenarios]
+            else:
+                units = [(sc, None) for sc in scenarios]
+        self.units = list(units)
         self.settings = settings
         self._stop = threading.Event()
         self._stop_reason = "interrupted"
@@ -261,7 +274,7 @@ class Run:
             record["pid"] = os.getpid()
             record["endpoint"] = settings.endpoint
             record.setdefault("resumed", []).append(
-                {"at": utc_now(), "scenarios": [sc.name for sc in self.scenarios]}
+                {"at": utc_now(), "scenarios": [sc.name for sc, _ in self.units]}
             )
         write_json_atomic(self.run_dir / RUN_JSON, record)
         timer: threading.Timer | None = None
@@ -278,9 +291,9 @@ class Run:
             self.run_dir / TRANSCRIPT, fsync_every_line=settings.fsync_every_line
         )
         try:
-            workers = max(1, min(settings.concurrency, len(self.scenarios) or 1))
+            workers = max(1, min(settings.concurrency, len(self.units) or 1))
             with ThreadPoolExecutor(workers, thread_name_prefix="runner") as pool:
-                futures = [pool.submit(self._run_scenario, sc) for sc in self.scenarios]
+                futures = [pool.submit(self._run_unit, sc, rep) for sc, rep in self.units]
                 for future in futures:
                     future.result()
         finally:
@@ -349,7 +362,26 @@ class Run:
         if self._on_record is not None:
             self._on_record(rec)
 
-    def _run_scenario(self, sc: Scenario) -> None:
+    def _run_unit(self, sc: Scenario, repeat: int | None) -> None:
+        written = [0]
+        try:
+            self._run_scenario(sc, repeat, written)
+        except Exception as exc:  # a bug must not cost the other scenarios their run
+            done = written[0]
+            for number, turn in enumerate(sc.turns[done:], done + 1):
+                rec = self._base_record(sc, "", number, turn.user, "", None, "", repeat)
+                rec["status"] = "error"
+                rec["error"] = {
+                    "type": "internal_error",
+                    "message": f"{type(exc).__name__}: {exc}",
+                    "http_status": None,
+                    "in_band": False,
+                    "retryable": False,
+                }
+                self._emit(rec)
+
+    def _run_scenario(self, sc: Scenario, repeat: int | None, written: list[int]) -> None:
+        """Run one conversation, counting the records written in ``written[0]``."""
         s = self.settings
         provider = s.provider if s.provider is not None else sc.provider
         model = s.model if s.model is not None else sc.model
@@ -365,12 +397,13 @@ class Run:
         skip_reason: str | None = None
         for number, turn in enumerate(sc.turns, 1):
             base = self._base_record(
-                sc, conversation_id, number, turn.user, model, provider, history
+                sc, conversation_id, number, turn.user, model, provider, history, repeat
             )
             if skip_reason is None and self._stop.is_set():
                 skip_reason = self._stop_reason
             if skip_reason is not None:
                 self._emit(self._skipped(base, skip_reason))
+                written[0] += 1
                 continue
             if history == "client":
                 messages = [*dialogue, {"role": "user", "content": turn.user}]
@@ -390,6 +423,7 @@ class Run:
             base["request"]["messages_sent"] = len(messages)
             rec = self._run_turn(base, body)
             self._emit(rec)
+            written[0] += 1
             if rec["status"] == "ok":
                 dialogue.append({"role": "user", "content": turn.user})
                 dialogue.append({"role": "assistant", "content": rec["reply"]})
@@ -409,8 +443,9 @@ class Run:
         model: str,
         provider: str | None,
         history: str,
+        repeat: int | None = None,
     ) -> TurnRecord:
-        return {
+        rec: TurnRecord = {
             "schema": TURN_SCHEMA,
             "run_id": self.run_id,
             "scenario": sc.name,
@@ -447,6 +482,9 @@ class Run:
                 "max_gap_ms": None,
             },
         }
+        if repeat is not None:
+            rec["repeat"] = repeat
+        return rec
 
     @staticmethod
     def _skipped(rec: TurnRecord, reason: str) -> TurnRecord:

@@ -37,7 +37,7 @@ class ResumePlan:
     run_dir: Path
     record: dict[str, Any]  # run.json as found
     scenarios: list[Scenario]  # every scenario of the run, in order
-    todo: list[Scenario]  # those to run again
+    todo: list[tuple[Scenario, int | None]]  # conversations to run again (scenario, repeat)
     kept: dict[str, int]  # ok/error/skipped counts of the lines kept
     torn_bytes: int  # bytes cut from a torn last line
     superseded: int  # lines newly marked superseded
@@ -133,8 +133,9 @@ def plan_resume(run_dir: Path, *, force: bool = False) -> ResumePlan:
     torn = _repair(transcript)
     lines = transcript.read_bytes().splitlines(keepends=True)
     parsed: list[dict[str, Any] | None] = []
-    turns: dict[str, set[int]] = {}
-    stopped: set[str] = set()
+    Key = tuple[str, Any]
+    turns: dict[Key, set[int]] = {}
+    stopped: set[Key] = set()
     for raw in lines:
         try:
             obj = json.loads(raw)
@@ -150,15 +151,23 @@ def plan_resume(run_dir: Path, *, force: bool = False) -> ResumePlan:
         name = obj.get("scenario")
         if not isinstance(name, str):
             continue
-        turns.setdefault(name, set()).add(obj.get("turn", 0))
+        key = (name, obj.get("repeat"))
+        turns.setdefault(key, set()).add(obj.get("turn", 0))
         if obj.get("status") == "skipped" and obj.get("skip_reason") in STOP_REASONS:
-            stopped.add(name)
+            stopped.add(key)
+    repeat = settings.get("repeat") or 1
+    units: list[tuple[Scenario, int | None]] = (
+        [(sc, r) for r in range(1, repeat + 1) for sc in scenarios]
+        if repeat > 1
+        else [(sc, None) for sc in scenarios]
+    )
     finished = {
-        sc.name
-        for sc in scenarios
-        if sc.name not in stopped and turns.get(sc.name) == set(range(1, len(sc.turns) + 1))
+        (sc.name, r)
+        for sc, r in units
+        if (sc.name, r) not in stopped
+        and turns.get((sc.name, r)) == set(range(1, len(sc.turns) + 1))
     }
-    todo = [sc for sc in scenarios if sc.name not in finished]
+    todo = [(sc, r) for sc, r in units if (sc.name, r) not in finished]
     kept = {"ok": 0, "error": 0, "skipped": 0}
     superseded = 0
     out: list[bytes] = []
@@ -166,7 +175,7 @@ def plan_resume(run_dir: Path, *, force: bool = False) -> ResumePlan:
         if obj is None or obj.get("superseded"):
             out.append(raw)
             continue
-        if obj.get("scenario") in finished:
+        if (obj.get("scenario"), obj.get("repeat")) in finished:
             status = obj.get("status")
             if status in kept:
                 kept[status] += 1

@@ -75,7 +75,7 @@ def resume(run_dir: Path, server: LocalServer, *, force: bool = False) -> Any:
         concurrency=2,
         paths=tuple(plan.record["settings"]["paths"]),
     )
-    return plan, Run(plan.todo, settings).execute(plan)
+    return plan, Run(plan.scenarios, settings, units=plan.todo).execute(plan)
 
 
 def test_resume_keeps_finished_scenarios_and_reruns_the_rest(tmp_path: Path) -> None:
@@ -84,7 +84,11 @@ def test_resume_keeps_finished_scenarios_and_reruns_the_rest(tmp_path: Path) -> 
         before = lines(run_dir)
         assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
         plan, summary = resume(run_dir, server)
-    assert [sc.name for sc in plan.todo] == ["beta", "gamma", "delta"]
+    assert [(sc.name, r) for sc, r in plan.todo] == [
+        ("beta", None),
+        ("gamma", None),
+        ("delta", None),
+    ]
     assert summary.exit_status == 0 and summary.run_id == plan.run_id
     after = lines(run_dir)
     # Lines already written are still there, in order; alpha's are untouched.
@@ -265,3 +269,36 @@ def test_no_traceback_on_resume_of_missing_dir(tmp_path: Path) -> None:
         env={**os.environ},
     )
     assert proc.returncode == 2 and "not a run directory" in proc.stderr
+
+
+def test_repeat_runs_each_scenario_n_times_and_resumes_per_repeat(tmp_path: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE)
+    with LocalServer() as server:
+        settings = RunSettings(
+            endpoint=server.url,
+            out_dir=tmp_path / "out",
+            concurrency=1,
+            paths=(str(suite),),
+            repeat=3,
+        )
+        run: Run
+
+        def on_record(rec: TurnRecord) -> None:
+            if rec["scenario"] == "beta" and rec.get("repeat") == 2 and rec["turn"] == 1:
+                run.stop("interrupted", 130)
+
+        run = Run(load_paths([str(suite)]), settings, on_record=on_record)
+        run_dir = run.execute().run_dir
+        first = lines(run_dir)
+        assert {r["repeat"] for r in first} == {1, 2, 3}
+        assert len(first) == 3 * sum(TURNS.values())
+        plan, summary = resume(run_dir, server)
+    assert ("alpha", 2) not in [(sc.name, r) for sc, r in plan.todo]
+    assert ("beta", 2) in [(sc.name, r) for sc, r in plan.todo]
+    assert summary.exit_status == 0
+    final = counting(run_dir)
+    keys = Counter((r["scenario"], r["repeat"], r["turn"]) for r in final)
+    assert len(keys) == 3 * sum(TURNS.values()) and set(keys.values()) == {1}
+    per_conversation = {(r["scenario"], r["repeat"]): r["conversation_id"] for r in final}
+    assert len(set(per_conversation.values())) == 12
