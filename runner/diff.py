@@ -1,7 +1,8 @@
 """``runner diff BASE_RUN NEW_RUN``: what changed between two runs, and is it worse.
 
-Turns are aligned by (scenario, turn, repeat); a record without ``repeat`` counts
-as repeat 0, and when a key occurs twice the later line wins. Superseded and
+Turns are aligned by (scenario, turn, repeat), and when a key occurs twice the later
+line wins. When only one of the runs used ``--repeat``, the other run's turns are
+aligned with its first repeat. Superseded and
 unreadable lines are skipped as in the report.
 
 A *regression* is any of:
@@ -77,7 +78,7 @@ LONG_REPLY_CHARS = 20_000  # both replies together; above this only quick_ratio 
 ALL = "(all)"
 _KIND_ORDER = {"regression": 0, "improvement": 1, "change": 2}
 
-Key = tuple[str, int, int]
+Key = tuple[str, int, int | None]
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class DiffThresholds:
 class StatusChange:
     scenario: str
     turn: int
-    repeat: int
+    repeat: int | None
     base: str
     new: str
     kind: str  # "regression" | "improvement" | "change"
@@ -105,7 +106,7 @@ class StatusChange:
 class CheckChange:
     scenario: str
     turn: int
-    repeat: int
+    repeat: int | None
     check: str  # the check name, with "#2", "#3"... for repeated names in one turn
     base_passed: bool | None  # None: the check is not in the base turn
     new_passed: bool | None
@@ -117,7 +118,7 @@ class CheckChange:
 class ReplyChange:
     scenario: str
     turn: int
-    repeat: int
+    repeat: int | None
     similarity: float
     approximate: bool  # True when similarity is quick_ratio's upper bound
     diff: tuple[str, ...]
@@ -296,10 +297,22 @@ def _error_rate(turns: Iterable[_Turn]) -> float | None:
     return ratio(err, ok + err)
 
 
+def _align_repeats(a: _Run, b: _Run) -> None:
+    """When one run has no repeat numbers and the other does, use the other's first."""
+    a_reps = {k[2] for k in a.turns}
+    b_reps = {k[2] for k in b.turns}
+    for plain, numbered in ((a, b_reps), (b, a_reps)):
+        numbers = [r for r in numbered if r is not None]
+        if numbers and {k[2] for k in plain.turns} == {None}:
+            first = min(numbers)
+            plain.turns = {(s, t, first): v for (s, t, _), v in plain.turns.items()}
+
+
 def build_diff(base: Path, new: Path, *, thresholds: DiffThresholds | None = None) -> Diff:
     """Compare two run folders; ``thresholds`` say what counts as a regression."""
     th = thresholds or DiffThresholds()
     b, n = _load(base, "base"), _load(new, "new")
+    _align_repeats(b, n)
     common = [s for s in n.scenarios if s in b.scenarios]
     added = tuple(s for s in n.scenarios if s not in b.scenarios)
     removed = tuple(s for s in b.scenarios if s not in n.scenarios)

@@ -21,7 +21,6 @@ from runner._version import __version__
 from runner.report import (
     SCENARIO_HEADERS,
     Report,
-    ScenarioSummary,
     TimelineBar,
     TurnRef,
     fmt_ms,
@@ -618,10 +617,6 @@ def _ref_row(ref: TurnRef) -> list[object]:
     ]
 
 
-def _scenario_cells(s: ScenarioSummary) -> list[object]:
-    return list(scenario_row(s))
-
-
 def render_report_html(report: Report) -> str:
     """The run report as one self-contained HTML page."""
     t = report.total
@@ -648,7 +643,7 @@ def render_report_html(report: Report) -> str:
     )
     body.append("<h2>Scenarios</h2>")
     if report.scenarios:
-        rows = [_scenario_cells(s) for s in report.scenarios] + [_scenario_cells(t)]
+        rows = [scenario_row(s) for s in [*report.scenarios, t]]
         classes = [""] * len(report.scenarios) + ["total"]
         body.append(html_table(SCENARIO_HEADERS, rows, numeric=range(1, 11), row_classes=classes))
     else:

@@ -125,10 +125,10 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
-def turn_key(rec: dict[str, Any]) -> tuple[str, int, int]:
-    """Where a turn sits in a run: (scenario, turn, repeat); no repeat counts as 0."""
+def turn_key(rec: dict[str, Any]) -> tuple[str, int, int | None]:
+    """Where a turn sits in a run: (scenario, turn, repeat); repeat is None without one."""
     repeat = rec.get("repeat")
-    return rec["scenario"], rec["turn"], repeat if isinstance(repeat, int) else 0
+    return rec["scenario"], rec["turn"], repeat if isinstance(repeat, int) else None
 
 
 def _num(value: Any) -> float | None:
@@ -420,7 +420,8 @@ def build_report(run_dir: Path) -> Report:
         request = rec.get("request")
         if isinstance(request, dict) and isinstance(request.get("model"), str):
             provider = request.get("provider")
-            label = f"{provider}/{request['model']}" if provider else request["model"]
+            model = request["model"] or "(default model)"
+            label = f"{provider}/{model}" if provider else model
             models.setdefault(label)
 
         _, duration, started = timing(rec)

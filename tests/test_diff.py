@@ -77,9 +77,15 @@ def test_alignment_uses_scenario_turn_and_repeat(tmp_path: Path) -> None:
     assert (change.repeat, change.kind) == (1, "improvement")
 
 
-def test_missing_repeat_aligns_with_repeat_zero(tmp_path: Path) -> None:
-    diff = diff_of(tmp_path, [turn(status="error")], [turn(repeat=0)])
-    assert [c.kind for c in diff.status_changes] == ["improvement"]
+def test_a_run_without_repeats_aligns_with_the_first_repeat(tmp_path: Path) -> None:
+    base = [turn(turn=1, status="error")]
+    new = [turn(turn=1, repeat=2), turn(turn=1, repeat=1, reply="other")]
+    diff = diff_of(tmp_path, base, new)
+    assert [(c.repeat, c.kind) for c in diff.status_changes] == [(1, "improvement")]
+    assert diff.turns_added == (("greeting", 1, 2),)
+    swapped = diff_of(tmp_path, new, base)
+    assert [(c.repeat, c.kind) for c in swapped.status_changes] == [(1, "regression")]
+    assert swapped.turns_removed == (("greeting", 1, 2),)
 
 
 def test_superseded_and_torn_lines_are_ignored(tmp_path: Path) -> None:
@@ -228,8 +234,8 @@ def test_scenarios_and_turns_added_or_removed(tmp_path: Path) -> None:
     diff = diff_of(tmp_path, base, new)
     assert diff.scenarios_added == ("fresh",)
     assert diff.scenarios_removed == ("old",)
-    assert diff.turns_added == (("kept", 2, 0),)
-    assert diff.turns_removed == (("kept", 1, 0),)
+    assert diff.turns_added == (("kept", 2, None),)
+    assert diff.turns_removed == (("kept", 1, None),)
     assert {s.scenario for s in diff.latency} == {"kept", ALL}
     text = render_text(diff)
     assert "Scenarios added: fresh" in text

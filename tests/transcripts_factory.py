@@ -227,9 +227,9 @@ def demo_run(out: Path, *, seed: int = 10, repeats: int = 3, when: datetime = T0
                         )
                     checks.append(("max_ttft_ms", ttft <= 900, f"TTFT {ttft:.0f} ms vs 900 ms"))
                 records.append(
-                    turn(
+                    turn(  # numbered from 1, as the runner does
                         scenario=scenario,
-                        turn=i,
+                        turn=i + 1,
                         run_id=run_id,
                         user=user,
                         reply=reply,
@@ -239,7 +239,7 @@ def demo_run(out: Path, *, seed: int = 10, repeats: int = 3, when: datetime = T0
                         duration_ms=round(duration, 1),
                         completion_tokens=tokens,
                         checks=checks or None,
-                        repeat=rep,
+                        repeat=rep + 1,
                     )
                 )
                 failed = failed or status == "error"
