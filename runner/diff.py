@@ -74,6 +74,8 @@ __all__ = [
 
 DIFF_SCHEMA = "convo-runner/diff@1"
 DIFF_LINES = 20
+TEXT_REPLIES = 10  # reply diffs shown in text; JSON has them all
+HTML_REPLIES = 50
 LONG_REPLY_CHARS = 20_000  # both replies together; above this only quick_ratio is used
 ALL = "(all)"
 _KIND_ORDER = {"regression": 0, "improvement": 1, "change": 2}
@@ -402,6 +404,12 @@ def build_diff(base: Path, new: Path, *, thresholds: DiffThresholds | None = Non
 # Rendering
 
 
+def _most_changed(diff: Diff, limit: int) -> list[ReplyChange]:
+    """Regressions first, then the least similar; stable within ties."""
+    ranked = sorted(diff.reply_changes, key=lambda r: (not r.regression, r.similarity))
+    return ranked[:limit]
+
+
 def _ratio_text(r: float | None) -> str:
     return "-" if r is None else f"x{r:.2f}"
 
@@ -445,14 +453,17 @@ def render_text(diff: Diff) -> str:
                 f"{k.check} {what}: {k.detail}"
             )
     if diff.reply_changes:
-        out += ["", f"Replies changed ({len(diff.reply_changes)})"]
-        for r in diff.reply_changes:
+        shown = _most_changed(diff, TEXT_REPLIES)
+        out += ["", f"Replies changed ({len(diff.reply_changes)}; least similar first)"]
+        for r in shown:
             approx = "<=" if r.approximate else ""
             out.append(
                 f"  {_mark(r.regression):<12} {turn_label(r.scenario, r.turn, r.repeat)}: "
                 f"similarity {approx}{r.similarity:.2f}"
             )
             out += [f"      {line}" for line in r.diff]
+        if len(diff.reply_changes) > len(shown):
+            out.append(f"  ... and {len(diff.reply_changes) - len(shown)} more (see --json)")
     rows = []
     by_key = {(s.scenario, s.metric): s for s in diff.latency}
     for scen in dict.fromkeys(s.scenario for s in diff.latency):
@@ -632,13 +643,20 @@ def render_diff_html(diff: Diff) -> str:
     body.append(f"<h2>Replies changed ({len(diff.reply_changes)})</h2>")
     if not diff.reply_changes:
         body.append("<p class='muted'>Every aligned ok reply is identical.</p>")
-    for r in diff.reply_changes:
+    shown = _most_changed(diff, HTML_REPLIES)
+    if diff.reply_changes:
+        body.append("<p class='muted'>Least similar first.</p>")
+    for r in shown:
         approx = "≤ " if r.approximate else ""
         flag = badge("regression", "regression") if r.regression else Html("")
         body.append(
             f"<h3>{esc(turn_label(r.scenario, r.turn, r.repeat))} · similarity "
             f"{approx}{r.similarity:.2f} {flag}</h3>" + _diff_pre(r.diff)
         )
+
+    if len(diff.reply_changes) > len(shown):
+        more = len(diff.reply_changes) - len(shown)
+        body.append(f"<p class='muted'>… and {more} more (see the JSON output).</p>")
 
     body.append("<h2>Error rate</h2>")
     rows_e = [

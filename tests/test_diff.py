@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +263,15 @@ def test_html_escapes_replies_and_marks_regressions(tmp_path: Path) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert page.startswith("<!DOCTYPE html>")
     assert "default-src 'none'" in page
+
+
+def test_text_shows_the_least_similar_replies_first_and_caps_them(tmp_path: Path) -> None:
+    base = [turn(turn=i, reply="a" * 20) for i in range(15)]
+    new = [turn(turn=i, reply="a" * (19 - i) + "b" * (i + 1)) for i in range(15)]
+    diff = diff_of(tmp_path, base, new)
+    assert len(diff.reply_changes) == 15
+    text = render_text(diff)
+    shown = [int(m) for m in re.findall(r"greeting turn (\d+): similarity", text)]
+    assert shown == list(range(14, 4, -1))  # the ten most changed, most changed first
+    assert "... and 5 more (see --json)" in text
+    assert render_diff_html(diff).count("<pre class='diff'>") == 15
