@@ -20,7 +20,6 @@ values; ``{{`` and ``}}`` stand for literal braces.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -350,6 +349,8 @@ def _kind(value: Any) -> str:
 
 
 def _suggest(word: str, choices: Sequence[str]) -> str:
+    import difflib  # only on the error path: the scenario loader imports this module
+
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
