@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from runner._version import __version__
+from runner.checks import TemplateError, apply_captures, evaluate, render_user
 from runner.client import ChatClient, Exchange, Timeouts
 from runner.errors import Interrupted, TurnError
 from runner.exitcodes import ExitStatus
@@ -44,7 +45,7 @@ from runner.records import (
 )
 from runner.resume import ResumePlan
 from runner.retry import RetryPolicy
-from runner.scenario import Scenario
+from runner.scenario import Scenario, Turn
 from runner.transcript import (
     RUN_JSON,
     TRANSCRIPT,
@@ -122,6 +123,8 @@ class RunSummary:
     status: str  # "complete" | "interrupted"
     exit_status: int
     duration_s: float
+    checks_run: int = 0
+    checks_failed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,6 +137,8 @@ class RunSummary:
             "error": self.error,
             "skipped": self.skipped,
             "status": self.status,
+            "checks_run": self.checks_run,
+            "checks_failed": self.checks_failed,
             "exit_status": self.exit_status,
             "duration_s": round(self.duration_s, 3),
         }
@@ -141,7 +146,13 @@ class RunSummary:
     def line(self) -> str:
         return (
             f"{self.scenarios} scenario(s), {self.turns} turn(s): {self.ok} ok, "
-            f"{self.error} error, {self.skipped} skipped in {self.duration_s:.1f}s "
+            f"{self.error} error, {self.skipped} skipped"
+            + (
+                f"; {self.checks_failed} of {self.checks_run} check(s) failed"
+                if self.checks_run
+                else ""
+            )
+            + f" in {self.duration_s:.1f}s "
             f"[{self.status}] -> {self.run_dir}"
         )
 
@@ -206,6 +217,8 @@ class Run:
         self._clients: list[ChatClient] = []
         self._lock = threading.Lock()
         self._counts = {"ok": 0, "error": 0, "skipped": 0}
+        self._checks_run = 0
+        self._checks_failed = 0
         self.run_id = ""
         self.run_dir = Path()
         self._writer: TranscriptWriter | None = None
@@ -267,7 +280,9 @@ class Run:
             }
         else:
             self.run_id, self.run_dir = resume.run_id, resume.run_dir
-            self._counts = dict(resume.kept)
+            self._counts = {k: resume.kept[k] for k in ("ok", "error", "skipped")}
+            self._checks_run = resume.kept.get("checks_run", 0)
+            self._checks_failed = resume.kept.get("checks_failed", 0)
             total_scenarios = len(resume.scenarios)
             record = resume.record  # type: ignore[assignment]
             record["status"] = "running"
@@ -310,6 +325,8 @@ class Run:
             exit_status = int(ExitStatus.TURN_ERRORS)
         elif interrupted:
             exit_status = int(ExitStatus.INTERRUPTED)
+        elif self._checks_failed:
+            exit_status = int(ExitStatus.CHECKS_FAILED)
         else:
             exit_status = int(ExitStatus.OK)
         status = "interrupted" if interrupted and self._stop_reason == "interrupted" else "complete"
@@ -322,6 +339,7 @@ class Run:
             "error": counts["error"],
             "skipped": counts["skipped"],
         }
+        record["checks"] = {"run": self._checks_run, "failed": self._checks_failed}
         record["exit_status"] = exit_status
         write_json_atomic(self.run_dir / RUN_JSON, record)
         return RunSummary(
@@ -335,6 +353,8 @@ class Run:
             status=status,
             exit_status=exit_status,
             duration_s=time.perf_counter() - started,
+            checks_run=self._checks_run,
+            checks_failed=self._checks_failed,
         )
 
     def _client(self) -> ChatClient:
@@ -348,6 +368,7 @@ class Run:
         return client
 
     def _emit(self, rec: TurnRecord) -> None:
+        failed = sum(1 for c in rec.get("checks", ()) if not c["passed"])
         assert self._writer is not None
         key = self.settings.api_key
         if key:
@@ -359,6 +380,8 @@ class Run:
         self._writer.write(rec)
         with self._lock:
             self._counts[rec["status"]] += 1
+            self._checks_failed += failed
+            self._checks_run += len(rec.get("checks", ()))
         if self._on_record is not None:
             self._on_record(rec)
 
@@ -395,9 +418,16 @@ class Run:
             dialogue.append({"role": "system", "content": sc.system})
         conversation: Any = None
         skip_reason: str | None = None
+        captured: dict[str, str] = {}
         for number, turn in enumerate(sc.turns, 1):
+            user = turn.user
+            if sc.templated and skip_reason is None:
+                try:
+                    user = render_user(turn.user, captured)
+                except TemplateError:
+                    skip_reason = "capture_failed"
             base = self._base_record(
-                sc, conversation_id, number, turn.user, model, provider, history, repeat
+                sc, conversation_id, number, user, model, provider, history, repeat
             )
             if skip_reason is None and self._stop.is_set():
                 skip_reason = self._stop_reason
@@ -406,9 +436,9 @@ class Run:
                 written[0] += 1
                 continue
             if history == "client":
-                messages = [*dialogue, {"role": "user", "content": turn.user}]
+                messages = [*dialogue, {"role": "user", "content": user}]
             else:
-                messages = [{"role": "user", "content": turn.user}]
+                messages = [{"role": "user", "content": user}]
                 if number == 1 and sc.system is not None:
                     messages.insert(0, {"role": "system", "content": sc.system})
             body = build_body(
@@ -422,10 +452,12 @@ class Run:
             )
             base["request"]["messages_sent"] = len(messages)
             rec = self._run_turn(base, body)
+            if rec["status"] == "ok":
+                self._check(rec, turn, sc, captured)
             self._emit(rec)
             written[0] += 1
             if rec["status"] == "ok":
-                dialogue.append({"role": "user", "content": turn.user})
+                dialogue.append({"role": "user", "content": user})
                 dialogue.append({"role": "assistant", "content": rec["reply"]})
                 if rec["server"]["conversation"] is not None:
                     conversation = rec["server"]["conversation"]
@@ -433,6 +465,26 @@ class Run:
                 skip_reason = rec.get("skip_reason", self._stop_reason)
             else:
                 skip_reason = "previous_turn_failed"
+
+    @staticmethod
+    def _check(rec: TurnRecord, turn: Turn, sc: Scenario, captured: dict[str, str]) -> None:
+        """Evaluate the turn's expectations and captures into ``rec["checks"]``."""
+        checks = (*turn.expect, *sc.expect_all_turns)
+        if not checks and not turn.capture:
+            return
+        timing = rec["timing"]
+        results = evaluate(
+            checks,
+            reply=rec["reply"],
+            finish_reason=rec["finish_reason"],
+            ttft_ms=timing["ttft_ms"],
+            duration_ms=timing["duration_ms"],
+        )
+        if turn.capture:
+            values, capture_results = apply_captures(turn.capture, rec["reply"])
+            captured.update(values)
+            results.extend(capture_results)
+        rec["checks"] = results
 
     def _base_record(
         self,

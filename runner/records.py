@@ -127,4 +127,5 @@ class RunRecord(TypedDict, total=False):
     counts: Counts
     exit_status: int | None
     resumed: list[dict[str, Any]]
+    checks: dict[str, int]  # {"run": n, "failed": m}
     shard: str

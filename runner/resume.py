@@ -38,7 +38,7 @@ class ResumePlan:
     record: dict[str, Any]  # run.json as found
     scenarios: list[Scenario]  # every scenario of the run, in order
     todo: list[tuple[Scenario, int | None]]  # conversations to run again (scenario, repeat)
-    kept: dict[str, int]  # ok/error/skipped counts of the lines kept
+    kept: dict[str, int]  # ok/error/skipped (and checks_run/_failed) of the lines kept
     torn_bytes: int  # bytes cut from a torn last line
     superseded: int  # lines newly marked superseded
 
@@ -168,7 +168,7 @@ def plan_resume(run_dir: Path, *, force: bool = False) -> ResumePlan:
         and turns.get((sc.name, r)) == set(range(1, len(sc.turns) + 1))
     }
     todo = [(sc, r) for sc, r in units if (sc.name, r) not in finished]
-    kept = {"ok": 0, "error": 0, "skipped": 0}
+    kept = {"ok": 0, "error": 0, "skipped": 0, "checks_run": 0, "checks_failed": 0}
     superseded = 0
     out: list[bytes] = []
     for raw, obj in zip(lines, parsed, strict=True):
@@ -177,8 +177,11 @@ def plan_resume(run_dir: Path, *, force: bool = False) -> ResumePlan:
             continue
         if (obj.get("scenario"), obj.get("repeat")) in finished:
             status = obj.get("status")
-            if status in kept:
+            if status in ("ok", "error", "skipped"):
                 kept[status] += 1
+            checks = obj.get("checks") or []
+            kept["checks_run"] += len(checks)
+            kept["checks_failed"] += sum(1 for c in checks if not c.get("passed"))
             out.append(raw)
         else:
             obj["superseded"] = True

@@ -56,6 +56,14 @@ from typing import Any, NoReturn
 import yaml
 from yaml.constructor import SafeConstructor
 
+from runner.checks import (
+    Check,
+    CheckSpecError,
+    TemplateError,
+    parse_captures,
+    parse_checks,
+    render_user,
+)
 from runner.errors import ScenarioError
 
 try:
@@ -90,6 +98,8 @@ class Turn:
 
     user: str
     line: int  # 1-based line of the turn in its file
+    expect: tuple[Check, ...] = ()  # checks on this turn's reply
+    capture: tuple[tuple[str, re.Pattern[str]], ...] = ()  # name -> one-group regex
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,12 @@ class Scenario:
     system: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)  # plain JSON values
     stream_options: Mapping[str, Any] | None = field(default=None, hash=False)
+    expect_all_turns: tuple[Check, ...] = ()  # checks on every turn's reply
+
+    @property
+    def templated(self) -> bool:
+        """User text holds ``{name}`` placeholders only in scenarios that capture values."""
+        return any(turn.capture for turn in self.turns)
 
 
 # --------------------------------------------------------------------------- discovery
@@ -716,10 +732,43 @@ def _turn(node: _Node, ctx: _Context, field: str) -> Turn:
 
 _Parse = Callable[[_Node, _Context, str], Any]
 
+
+def _check_list(where: str) -> _Parse:
+    """``expect:`` / ``expect_all_turns:``: a list of one-key checks."""
+
+    def parse(node: _Node, ctx: _Context, field: str) -> tuple[Check, ...]:
+        raw = _plain(node, ctx, field, ctx.depth + 1)
+        try:
+            return parse_checks(raw, where=where)
+        except CheckSpecError as exc:
+            line = node.line
+            if isinstance(exc.index, int) and node.kind == _SEQUENCE:
+                line = node.items[exc.index].line
+                field = f"{field}[{exc.index}]"
+            ctx.fail(exc.message, line=line, field=field)
+
+    return parse
+
+
+def _captures(node: _Node, ctx: _Context, field: str) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    raw = _plain(node, ctx, field, ctx.depth + 1)
+    try:
+        return parse_captures(raw)
+    except CheckSpecError as exc:
+        line = node.line
+        if isinstance(exc.index, str) and node.kind == _MAPPING:
+            pairs = _mapping(node, ctx, field, "a mapping")
+            line = pairs[exc.index][1] if exc.index in pairs else node.line
+            field = _join(field, exc.index)
+        ctx.fail(exc.message, line=line, field=field)
+
+
 # Allowed keys, one line each: adding a key to turns or scenarios is a line
 # here plus a field on the dataclass.
 _TURN_KEYS: dict[str, _Parse] = {
     "user": _text,
+    "expect": _check_list("expect"),
+    "capture": _captures,
 }
 _TURN_REQUIRED = ("user",)
 
@@ -731,6 +780,7 @@ _SCENARIO_KEYS: dict[str, _Parse] = {
     "system": _optional(_string),
     "params": _params,
     "stream_options": _optional(_json_mapping),
+    "expect_all_turns": _check_list("expect_all_turns"),
     "turns": _turns,
 }
 # Keys that 'defaults:' refuses, with the reason.
@@ -853,4 +903,14 @@ def _scenario(fields: dict[str, Any], node: _Node, ctx: _Context, prefix: str) -
             line=node.line,
             field=_join(prefix, "turns"),
         )
-    return Scenario(file=ctx.path, line=node.line, sha256=ctx.sha256, **fields)
+    scenario = Scenario(file=ctx.path, line=node.line, sha256=ctx.sha256, **fields)
+    if scenario.templated:
+        # Every {name} must be captured by an earlier turn of this scenario.
+        known: dict[str, str] = {}
+        for i, turn in enumerate(scenario.turns):
+            try:
+                render_user(turn.user, known)
+            except TemplateError as exc:
+                ctx.fail(str(exc), line=turn.line, field=f"{_join(prefix, 'turns')}[{i}].user")
+            known.update((name, "") for name, _ in turn.capture)
+    return scenario

@@ -351,3 +351,61 @@ def test_api_key_echoed_by_the_server_is_redacted(tmp_path: Path) -> None:
     rec = json.loads(text)
     assert rec["attempts"][0]["error"]["message"].endswith("bad header Bearer [REDACTED]")
     assert rec["reply"] == "you sent Bearer [REDACTED]"
+
+
+def test_expectations_and_captures_are_recorded(tmp_path: Path) -> None:
+    from runner.checks import parse_captures, parse_checks
+
+    turns = (
+        Turn(
+            user="capital of France",
+            line=2,
+            expect=parse_checks([{"contains": "France"}, {"regex": "^turn 1 "}]),
+            capture=parse_captures({"word": r"you said: (\w+)"}),
+        ),
+        Turn(user="about {word}", line=3, expect=parse_checks([{"contains": "nowhere"}])),
+    )
+    sc = Scenario(
+        name="c",
+        file="c.yaml",
+        line=1,
+        turns=turns,
+        sha256="0" * 64,
+        expect_all_turns=parse_checks([{"max_chars": 1000}]),
+    )
+    with LocalServer() as server:
+        summary = Run([sc], settings(tmp_path, server.url)).execute()
+        bodies = [r.body for r in server.requests]
+    records = read(summary.run_dir)
+    assert bodies[1]["messages"][-1]["content"] == "about capital"
+    assert records[1]["user"] == "about capital"
+    assert [c["name"] for c in records[0]["checks"]] == [
+        "contains",
+        "regex",
+        "max_chars",
+        "capture:word",
+    ]
+    assert all(c["passed"] for c in records[0]["checks"])
+    failed = [c for c in records[1]["checks"] if not c["passed"]]
+    assert [c["name"] for c in failed] == ["contains"]
+    assert "nowhere" in failed[0]["detail"]
+    assert (summary.checks_run, summary.checks_failed, summary.exit_status) == (6, 1, 1)
+    run = json.loads((summary.run_dir / "run.json").read_text())
+    assert run["checks"] == {"run": 6, "failed": 1} and run["exit_status"] == 1
+
+
+def test_failed_capture_fails_the_check_and_skips_turns_that_need_it(tmp_path: Path) -> None:
+    from runner.checks import parse_captures
+
+    turns = (
+        Turn(user="x", line=2, capture=parse_captures({"code": r"code=(\d+)"})),
+        Turn(user="use {code}", line=3),
+    )
+    sc = Scenario(name="c", file="c.yaml", line=1, turns=turns, sha256="0" * 64)
+    with LocalServer() as server:
+        summary = Run([sc], settings(tmp_path, server.url)).execute()
+    records = read(summary.run_dir)
+    assert records[0]["checks"][0]["name"] == "capture:code"
+    assert records[0]["checks"][0]["passed"] is False
+    assert records[1]["status"] == "skipped" and records[1]["skip_reason"] == "capture_failed"
+    assert summary.exit_status == 1

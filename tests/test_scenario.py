@@ -251,7 +251,7 @@ def test_name_limits_accept_edge_values(tmp_path: Path) -> None:
 ERRORS: list[tuple[str, int | None, str | None, tuple[str, ...]]] = [
     # unknown keys, with a suggestion
     ("turns: [a]\nhitsory: server\n", 2, "hitsory", ("unknown key", "did you mean 'history'")),
-    ("turns:\n  - usr: hi\n", 2, "turns[0].usr", ("unknown key (allowed: user)",)),
+    ("turns:\n  - usr: hi\n", 2, "turns[0].usr", ("unknown key (allowed: user, expect, capture)",)),
     ("scenarios: [{name: a, turns: [x]}]\nsenarios: 1\n", 2, "senarios", ("unknown key",)),
     ("scenarios:\n  - name: a\n    turn: [x]\n", 3, "scenarios[0].turn", ("did you mean 'turns'",)),
     # wrong types
@@ -838,3 +838,83 @@ def test_import_is_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- expectations
+
+
+def test_expect_capture_and_expect_all_turns_load(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "c.yaml",
+        (
+            "name: c\n"
+            "expect_all_turns:\n"
+            "  - max_chars: 500\n"
+            "turns:\n"
+            "  - user: first\n"
+            "    expect:\n"
+            "      - contains: a\n"
+            "      - regex: {pattern: '^x', flags: i}\n"
+            "    capture:\n"
+            "      word: 'said: (\\w+)'\n"
+            "  - user: 'about {word} and {{literal}}'\n"
+        ),
+    )
+    (sc,) = load_file(path)
+    assert [c.name for c in sc.turns[0].expect] == ["contains", "regex"]
+    assert [name for name, _ in sc.turns[0].capture] == ["word"]
+    assert [c.name for c in sc.expect_all_turns] == ["max_chars"]
+    assert sc.templated
+
+
+def test_braces_are_literal_without_captures(tmp_path: Path) -> None:
+    (sc,) = load_file(write(tmp_path, "c.yaml", "turns: ['reply with {\"a\": 1}']\n"))
+    assert not sc.templated and sc.turns[0].user == 'reply with {"a": 1}'
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "words"),
+    [
+        (
+            "turns:\n  - user: a\n    expect:\n      - contains: x\n      - contanis: y\n",
+            5,
+            "turns[0].expect[1]",
+            "did you mean 'contains'",
+        ),
+        (
+            "turns:\n  - user: a\n    expect:\n      - regex: '(unclosed'\n",
+            4,
+            "turns[0].expect[0]",
+            "regex",
+        ),
+        ("turns:\n  - user: a\n    expect: {contains: x}\n", 3, "turns[0].expect", "list"),
+        (
+            "turns:\n  - user: a\n    capture:\n      n: 'no group'\n",
+            4,
+            "turns[0].capture.n",
+            "exactly one",
+        ),
+        (
+            "expect_all_turns:\n  - min_chars: -1\nturns: [a]\n",
+            2,
+            "expect_all_turns[0]",
+            "min_chars",
+        ),
+        (
+            "turns:\n  - user: a\n    capture: {n: '(x)'}\n  - user: 'b {m}'\n",
+            4,
+            "turns[1].user",
+            "no earlier turn captured 'm'",
+        ),
+    ],
+)
+def test_expectation_errors_name_file_line_field(
+    tmp_path: Path, text: str, line: int, field: str, words: str
+) -> None:
+    path = write(tmp_path, "x.yaml", text)
+    with pytest.raises(ScenarioError) as info:
+        load_file(path)
+    err = info.value
+    assert (err.line, err.field) == (line, field), str(err)
+    assert words in err.message
