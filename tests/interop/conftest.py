@@ -15,8 +15,6 @@ nothing.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -25,7 +23,6 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
-import yaml
 
 from runner.faults import FaultPlan
 from runner.server import LocalServer
@@ -33,8 +30,9 @@ from tests.interop.harness import (
     CI,
     ServerProcess,
     installed_version,
-    probe_get,
-    start_server,
+    litellm_config,
+    start_g4f,
+    start_litellm,
 )
 
 
@@ -88,49 +86,13 @@ class G4F:
         return self.process.base_url
 
 
-def _seed_g4f_cache(cache: Path, default_upstream: str) -> None:
-    # g4f 8.x resolves provider names at import time through a providers list it
-    # downloads once a day into <cache>/.models/<YYYY-MM-DD>/providers.json. A
-    # seeded file keeps it offline; the dates around today cover a run that
-    # crosses midnight (g4f uses local time).
-    listing = {
-        "providers": {"default": {"baseUrl": default_upstream}},
-        "defaultModels": {"default": ""},
-    }
-    today = dt.date.today()
-    for offset in (-1, 0, 1):
-        day = today + dt.timedelta(days=offset)
-        folder = cache / ".models" / day.isoformat()
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "providers.json").write_text(json.dumps(listing), encoding="utf-8")
-
-
 @pytest.fixture(scope="session")
 def g4f(tmp_path_factory: pytest.TempPathFactory) -> Iterator[G4F]:
     venv = _venv("g4f", "gpt4free (g4f[api])", "g4f")
     home = tmp_path_factory.mktemp("g4f")
     # Requests without a provider go to g4f's "default" provider: keep it local too.
     with LocalServer("127.0.0.1", 0) as default_upstream:
-        _seed_g4f_cache(home / "cache", default_upstream.base_url)
-        process = start_server(
-            "g4f",
-            [
-                str(venv / "bin" / "g4f"),
-                "api",
-                "--bind",
-                "127.0.0.1:0",
-                "--no-gui",
-                "--disable-pa-auto-download",
-                "--disable-colors",
-            ],
-            cwd=home,
-            env={
-                "HOME": str(home),
-                "G4F_CONFIG_DIR": str(home / "config"),
-                "G4F_CACHE_DIR": str(home / "cache"),
-            },
-            probe=probe_get("/models"),
-        )
+        process = start_g4f(venv, home, default_upstream.base_url)
         try:
             yield G4F(process, installed_version(venv / "bin" / "python", "g4f"), home)
         finally:
@@ -168,32 +130,6 @@ class LiteLLM:
         return self.process.base_url
 
 
-def _litellm_config(upstreams: dict[str, LocalServer]) -> dict[str, object]:
-    models: list[dict[str, object]] = [
-        {
-            "model_name": name,
-            "litellm_params": {
-                "model": f"openai/{name}",
-                "api_base": server.base_url,
-                "api_key": "unused-by-the-upstream",
-            },
-        }
-        for name, server in upstreams.items()
-    ]
-    models.append(
-        {
-            "model_name": "mock",
-            "litellm_params": {"model": "openai/mock", "mock_response": LITELLM_MOCK_REPLY},
-        }
-    )
-    return {
-        "model_list": models,
-        # The runner owns retries: LiteLLM's own would hide the attempts.
-        "litellm_settings": {"num_retries": 0, "request_timeout": 60},
-        "router_settings": {"num_retries": 0},
-    }
-
-
 @pytest.fixture(scope="session")
 def litellm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiteLLM]:
     venv = _venv("litellm", "LiteLLM proxy (litellm[proxy])", "litellm")
@@ -203,31 +139,13 @@ def litellm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiteLLM]:
         for name, spec in LITELLM_PROFILES.items():
             plan = FaultPlan.parse(spec) if spec else None
             upstreams[name] = LocalServer("127.0.0.1", 0, faults=plan).start()
-        config = home / "config.yaml"
-        config.write_text(yaml.safe_dump(_litellm_config(upstreams)), encoding="utf-8")
+        config = litellm_config(
+            {name: server.base_url for name, server in upstreams.items()}, LITELLM_MOCK_REPLY
+        )
         # LiteLLM refuses to start without a master key; the runner sends it
         # through --api-key-env.
         key = "sk-" + secrets.token_hex(32)
-        process = start_server(
-            "litellm",
-            [
-                str(venv / "bin" / "litellm"),
-                "--config",
-                str(config),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-            ],
-            cwd=home,
-            env={
-                "HOME": str(home),
-                "LITELLM_MASTER_KEY": key,
-                # Use the cost map bundled in the wheel instead of fetching one.
-                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            },
-            probe=probe_get("/models", {"Authorization": f"Bearer {key}"}),
-        )
+        process = start_litellm(venv, home, config, key)
         try:
             version = installed_version(venv / "bin" / "python", "litellm")
             yield LiteLLM(process, version, key, upstreams)

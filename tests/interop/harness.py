@@ -6,6 +6,7 @@ synchronise.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -178,6 +179,107 @@ def running(server: ServerProcess) -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
+
+
+# --- the servers ---------------------------------------------------------------------
+
+
+def seed_g4f_cache(cache: Path, default_upstream: str) -> None:
+    """Make ``g4f api`` start offline.
+
+    g4f 8.x resolves provider names at import time through a providers list it
+    downloads once a day into ``<cache>/.models/<YYYY-MM-DD>/providers.json``. A
+    seeded file keeps it offline; the days around today cover a run that crosses
+    midnight (g4f uses local time). Requests without a provider go to the
+    ``default`` entry, ``default_upstream``.
+    """
+    listing = {
+        "providers": {"default": {"baseUrl": default_upstream}},
+        "defaultModels": {"default": ""},
+    }
+    today = dt.date.today()
+    for offset in (-1, 0, 1):
+        folder = cache / ".models" / (today + dt.timedelta(days=offset)).isoformat()
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "providers.json").write_text(json.dumps(listing), encoding="utf-8")
+
+
+def start_g4f(venv: Path, home: Path, default_upstream: str) -> ServerProcess:
+    """``g4f api`` from ``venv``, offline, with its state under ``home``."""
+    seed_g4f_cache(home / "cache", default_upstream)
+    return start_server(
+        "g4f",
+        [
+            str(venv / "bin" / "g4f"),
+            "api",
+            "--bind",
+            "127.0.0.1:0",
+            "--no-gui",
+            "--disable-pa-auto-download",
+            "--disable-colors",
+        ],
+        cwd=home,
+        env={
+            "HOME": str(home),
+            "G4F_CONFIG_DIR": str(home / "config"),
+            "G4F_CACHE_DIR": str(home / "cache"),
+        },
+        probe=probe_get("/models"),
+    )
+
+
+def litellm_config(upstreams: Mapping[str, str], mock_reply: str) -> dict[str, Any]:
+    """A proxy config: one ``openai/<name>`` model per upstream base URL, plus ``mock``."""
+    models: list[dict[str, Any]] = [
+        {
+            "model_name": name,
+            "litellm_params": {
+                "model": f"openai/{name}",
+                "api_base": base_url,
+                "api_key": "unused-by-the-upstream",
+            },
+        }
+        for name, base_url in upstreams.items()
+    ]
+    models.append(
+        {
+            "model_name": "mock",
+            "litellm_params": {"model": "openai/mock", "mock_response": mock_reply},
+        }
+    )
+    return {
+        "model_list": models,
+        # The runner owns retries: LiteLLM's own would hide the attempts.
+        "litellm_settings": {"num_retries": 0, "request_timeout": 60},
+        "router_settings": {"num_retries": 0},
+    }
+
+
+def start_litellm(venv: Path, home: Path, config: Mapping[str, Any], key: str) -> ServerProcess:
+    """LiteLLM's proxy from ``venv`` with ``config``; ``key`` is its master key."""
+    path = home / "config.yaml"
+    path.write_text(yaml.safe_dump(dict(config)), encoding="utf-8")
+    return start_server(
+        "litellm",
+        [
+            str(venv / "bin" / "litellm"),
+            "--config",
+            str(path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ],
+        cwd=home,
+        env={
+            "HOME": str(home),
+            # LiteLLM refuses to start without a master key.
+            "LITELLM_MASTER_KEY": key,
+            # Use the cost map bundled in the wheel instead of fetching one.
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        },
+        probe=probe_get("/models", {"Authorization": f"Bearer {key}"}),
+    )
 
 
 # --- the runner, as its users run it -------------------------------------------------
