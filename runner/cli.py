@@ -189,6 +189,66 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", metavar="PATH")
     validate.add_argument("--json", action="store_true", help="print the result as JSON")
 
+    report = sub.add_parser(
+        "report",
+        help="summarise a run: tables, slowest and failing turns, charts",
+        description="Summarise a run directory: per-scenario tables, flakiness across "
+        "repeats, the slowest and failing turns.",
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("--json", action="store_true", help="print the report as JSON")
+    report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+
+    diff = sub.add_parser(
+        "diff",
+        help="compare two runs; exit 1 on regressions",
+        description="Line up two runs turn by turn and report what changed. "
+        "Exit 1 when there is a regression, 0 otherwise.",
+    )
+    diff.add_argument("base", metavar="BASE_RUN")
+    diff.add_argument("new", metavar="NEW_RUN")
+    diff.add_argument("--json", action="store_true", help="print the diff as JSON")
+    diff.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+    diff.add_argument(
+        "--max-latency-ratio",
+        type=_seconds,
+        default=1.5,
+        metavar="R",
+        help="a p50 TTFT/duration more than R times the base is a regression (default: 1.5)",
+    )
+    diff.add_argument(
+        "--min-latency-base-ms",
+        type=_non_negative,
+        default=50.0,
+        metavar="MS",
+        help="ignore latency ratios when the base p50 is below MS (default: 50)",
+    )
+    diff.add_argument(
+        "--min-similarity",
+        type=_non_negative,
+        default=0.0,
+        metavar="F",
+        help="a reply less similar than F (0..1) to the base is a regression (default: 0, off)",
+    )
+    diff.add_argument(
+        "--max-error-rate-increase",
+        type=_non_negative,
+        default=0.05,
+        metavar="F",
+        help="an error rate up by more than F (0..1) is a regression (default: 0.05)",
+    )
+
+    trend = sub.add_parser(
+        "trend",
+        help="error rates and latency per day and provider/model over many runs",
+        description="Read every run under DIR (cron history) and group turns per UTC day "
+        "and provider/model.",
+    )
+    trend.add_argument("dir", metavar="DIR")
+    trend.add_argument("--json", action="store_true", help="print the trend as JSON")
+    trend.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
+    trend.add_argument("--html", metavar="FILE", help="also write an HTML chart")
+
     serve = sub.add_parser(
         "serve",
         help="run the built-in local endpoint",
@@ -246,6 +306,52 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
         )
     else:
         out.write(f"ok: {len(scenarios)} scenario(s), {turns} turn(s) in {files} file(s)\n")
+    return int(ExitStatus.OK)
+
+
+def _write_text(path: str, text: str) -> None:
+    Path(path).write_text(text, encoding="utf-8")
+
+
+def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.report import build_report, render_json, render_text
+
+    report = build_report(Path(args.run_dir))
+    if args.html:
+        from runner.htmlreport import render_report_html
+
+        _write_text(args.html, render_report_html(report))
+    out.write(
+        json.dumps(render_json(report), indent=2) + "\n" if args.json else render_text(report)
+    )
+    return int(ExitStatus.OK)
+
+
+def _cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.diff import DiffThresholds, build_diff, render_diff_html, render_json, render_text
+
+    thresholds = DiffThresholds(
+        max_latency_ratio=args.max_latency_ratio,
+        min_latency_base_ms=args.min_latency_base_ms,
+        min_similarity=args.min_similarity,
+        max_error_rate_increase=args.max_error_rate_increase,
+    )
+    diff = build_diff(Path(args.base), Path(args.new), thresholds=thresholds)
+    if args.html:
+        _write_text(args.html, render_diff_html(diff))
+    out.write(json.dumps(render_json(diff), indent=2) + "\n" if args.json else render_text(diff))
+    return int(ExitStatus.CHECKS_FAILED) if diff.regressions else int(ExitStatus.OK)
+
+
+def _cmd_trend(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.trend import build_trend, render_json, render_text, render_trend_html, write_csv
+
+    trend = build_trend(Path(args.dir))
+    if args.csv:
+        write_csv(trend, Path(args.csv))
+    if args.html:
+        _write_text(args.html, render_trend_html(trend))
+    out.write(json.dumps(render_json(trend), indent=2) + "\n" if args.json else render_text(trend))
     return int(ExitStatus.OK)
 
 
@@ -423,6 +529,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_validate(args, out)
         if args.command == "serve":
             return _cmd_serve(args, out)
+        if args.command == "report":
+            return _cmd_report(args, out)
+        if args.command == "diff":
+            return _cmd_diff(args, out)
+        if args.command == "trend":
+            return _cmd_trend(args, out)
         return _cmd_run(args, out, err)
     except ScenarioError as exc:
         err.write(f"runner: {exc}\n")

@@ -278,3 +278,29 @@ def test_bundled_scenarios_run_locally(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["turns"] >= 7 and summary["ok"] == summary["turns"]
+
+
+def test_report_diff_trend_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write(tmp_path, "h.yaml", HEINER)
+    out = tmp_path / "out"
+    common = ["--out", str(out), "--progress", "off", "--json", "--max-attempts", "1"]
+    assert main(["run", str(good), "--local", *common]) == 0
+    base = json.loads(capsys.readouterr().out)["run_dir"]
+    assert main(["run", str(good), "--local", "--local-faults", "turn=2:status=503", *common]) == 3
+    new = json.loads(capsys.readouterr().out)["run_dir"]
+
+    assert main(["report", base, "--html", str(tmp_path / "r.html")]) == 0
+    assert "heiner" in capsys.readouterr().out
+    assert "<svg" in (tmp_path / "r.html").read_text()
+    assert main(["report", base, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)
+
+    assert main(["diff", base, base]) == 0
+    capsys.readouterr()
+    assert main(["diff", base, new, "--json"]) == 1  # ok -> error is a regression
+    assert json.loads(capsys.readouterr().out)["regressions"]
+
+    assert main(["trend", str(out), "--csv", str(tmp_path / "t.csv")]) == 0
+    assert (tmp_path / "t.csv").read_text().count("\n") >= 2
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "runner: error:" in capsys.readouterr().err
