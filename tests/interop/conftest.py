@@ -105,7 +105,7 @@ def g4f(tmp_path_factory: pytest.TempPathFactory) -> Iterator[G4F]:
 LITELLM_PROFILES: dict[str, str] = {
     "echo": "",
     "fail-500": "status=500",
-    "fail-429": "status=429,retry_after=2",
+    "fail-429": "status=429,retry_after=5",
     "fail-401": "status=401",
     "fail-400": "status=400",
     "fail-midstream": "inband_after=2",

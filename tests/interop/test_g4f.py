@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from runner.server import LocalServer
 from tests.interop.conftest import G4F
@@ -127,6 +128,26 @@ def test_server_history_carries_the_conversation_handle(
     assert [b.get("conversation") for b in bodies[1:]] == handles[:2]
 
 
+def test_g4f_keeps_no_handle_per_conversation_id(g4f: G4F, upstream: Upstream) -> None:
+    """Continuity needs the client: the same conversation_id alone brings back no handle."""
+    up = upstream()
+    url = g4f.process.url
+    for text in (f"first {token()}", f"second {token()}"):
+        body = {
+            "model": "local-echo",
+            "provider": up.base_url,
+            "stream": True,
+            "conversation_id": "same-id-both-times",
+            "messages": [{"role": "user", "content": text}],
+        }
+        with requests.post(url, json=body, stream=True, timeout=30) as reply:
+            assert reply.status_code == 200
+            assert b'"conversation"' in b"".join(reply.iter_content(chunk_size=None))
+    first, second = chat_bodies(up)
+    assert "conversation" not in first
+    assert "conversation" not in second  # g4f did not fill in the handle of the first reply
+
+
 # Upstream fault -> what the runner records. g4f turns most upstream failures
 # before the first chunk into 500 "Request execution failed"; it keeps 429 and
 # 401, drops Retry-After, and reports a failure mid-stream in-band.
@@ -134,7 +155,7 @@ ERROR_CASES = {
     "upstream_500": ("status=500", "http_status", 500, True, "Request execution failed"),
     "upstream_503": ("status=503", "http_status", 500, True, "Request execution failed"),
     "upstream_400": ("status=400", "http_status", 500, True, "Request execution failed"),
-    "upstream_429": ("status=429,retry_after=2", "http_status", 429, True, "Request execution"),
+    "upstream_429": ("status=429,retry_after=5", "http_status", 429, True, "Request execution"),
     "upstream_401": ("status=401", "http_status", 401, False, "MissingAuthError"),
     "midstream": ("inband_after=2", "in_band_error", 200, True, "Request execution failed"),
     "malformed_chunk": ("malformed_after=1", "in_band_error", 200, True, "Request execution"),
@@ -169,9 +190,9 @@ def test_upstream_failures_reach_the_transcript(
     # g4f does not retry on its own: one upstream request per runner attempt.
     assert len(chat_bodies(up)) == len(attempts)
     if case == "upstream_429":
-        # The upstream asked for 2 s; g4f does not pass Retry-After on, so the
-        # runner fell back to its own backoff (below 1 s after attempt 1).
-        assert attempts[0]["wait_s"] < 1.0
+        # The upstream asked for 5 s; g4f does not pass Retry-After on, so the
+        # runner fell back to its own (shorter) backoff.
+        assert attempts[0]["wait_s"] < 5.0
     if case == "midstream":
         # The text before the in-band error is kept in the attempt, not the reply.
         assert attempts[0]["partial_reply"] == "turn 1 "
