@@ -14,8 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,17 +57,6 @@ def installed_version(python: Path, package: str) -> str:
         check=True,
     )
     return out.stdout.strip()
-
-
-def wait_until(
-    predicate: Callable[[], bool], *, timeout: float, what: str, poll: float = _POLL
-) -> None:
-    """Poll ``predicate`` until it holds; raise TimeoutError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(poll)
 
 
 @dataclass
@@ -171,14 +159,6 @@ def probe_get(
         return reply.status_code == 200
 
     return probe
-
-
-@contextmanager
-def running(server: ServerProcess) -> Iterator[ServerProcess]:
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 # --- the servers ---------------------------------------------------------------------
