@@ -159,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run each scenario N times, each with its own conversation_id",
     )
     run.add_argument(
+        "--rate",
+        type=_seconds,
+        metavar="R",
+        help="start at most R requests per second across all workers (retries included)",
+    )
+    run.add_argument(
         "--resume",
         metavar="RUN_DIR",
         help="finish an interrupted run: keep finished scenarios, rerun the others",
@@ -477,6 +483,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             local=local,
             max_runtime=args.max_runtime,
             repeat=opt("repeat", 1),
+            rate=opt("rate", None),
         )
         units = plan.todo if plan else None
         repeat = opt("repeat", 1)

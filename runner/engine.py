@@ -36,6 +36,7 @@ from runner.checks import TemplateError, apply_captures, evaluate, render_user
 from runner.client import ChatClient, Exchange, Timeouts
 from runner.errors import Interrupted, TurnError
 from runner.exitcodes import ExitStatus
+from runner.ratelimit import TokenBucket
 from runner.records import (
     RUN_SCHEMA,
     TURN_SCHEMA,
@@ -84,6 +85,7 @@ class RunSettings:
     local: bool = False  # the endpoint is the built-in one, started for the run
     max_runtime: float | None = None  # seconds; then no new turn starts
     repeat: int = 1  # run each scenario this many times, each its own conversation
+    rate: float | None = None  # requests per second across all workers
 
     def public(self) -> dict[str, Any]:
         """Settings as written to run.json: never the key itself."""
@@ -108,6 +110,7 @@ class RunSettings:
             "local": self.local,
             "max_runtime": self.max_runtime,
             "repeat": self.repeat,
+            "rate": self.rate,
         }
 
 
@@ -222,6 +225,7 @@ class Run:
         self.run_id = ""
         self.run_dir = Path()
         self._writer: TranscriptWriter | None = None
+        self._bucket = TokenBucket(settings.rate) if settings.rate else None
 
     # -- control -----------------------------------------------------------
 
@@ -551,6 +555,10 @@ class Run:
         def attempt() -> Exchange:
             if self._stop.is_set():
                 raise Interrupted(f"not started: the run is stopping ({self._stop_reason})")
+            if self._bucket is not None:
+                self._bucket.acquire(self._stop.wait)
+                if self._stop.is_set():
+                    raise Interrupted(f"not started: the run is stopping ({self._stop_reason})")
             n = len(attempts) + 1
             started_at = utc_now()
             t0 = time.perf_counter()
