@@ -159,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run each scenario N times, each with its own conversation_id",
     )
     run.add_argument(
+        "--strict-openai",
+        action="store_true",
+        default=None,
+        help="send only OpenAI's own body fields: no conversation_id or conversation "
+        "(OpenAI's API refuses unknown fields)",
+    )
+    run.add_argument(
         "--rate",
         type=_seconds,
         metavar="R",
@@ -484,6 +491,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             max_runtime=args.max_runtime,
             repeat=opt("repeat", 1),
             rate=opt("rate", None),
+            strict_openai=bool(opt("strict_openai", False)),
         )
         units = plan.todo if plan else None
         repeat = opt("repeat", 1)

@@ -86,6 +86,7 @@ class RunSettings:
     max_runtime: float | None = None  # seconds; then no new turn starts
     repeat: int = 1  # run each scenario this many times, each its own conversation
     rate: float | None = None  # requests per second across all workers
+    strict_openai: bool = False  # send no gpt4free extras (conversation_id, conversation)
 
     def public(self) -> dict[str, Any]:
         """Settings as written to run.json: never the key itself."""
@@ -111,6 +112,7 @@ class RunSettings:
             "max_runtime": self.max_runtime,
             "repeat": self.repeat,
             "rate": self.rate,
+            "strict_openai": self.strict_openai,
         }
 
 
@@ -169,20 +171,26 @@ def build_body(
     params: dict[str, Any] | None = None,
     stream_options: dict[str, Any] | None = None,
     conversation: Any = None,
+    strict_openai: bool = False,
 ) -> dict[str, Any]:
-    """The request body, keys in the canonical order of gpt4free's example."""
+    """The request body, keys in the canonical order of gpt4free's example.
+
+    ``strict_openai`` leaves out gpt4free's extras, which OpenAI's own API
+    refuses ("Unrecognized request argument supplied: conversation_id").
+    """
     body: dict[str, Any] = {"model": model}
     if provider is not None:
         body["provider"] = provider
     body["stream"] = True
     body["messages"] = messages
-    body["conversation_id"] = conversation_id
+    if not strict_openai:
+        body["conversation_id"] = conversation_id
     for key, value in (params or {}).items():
         if key not in RESERVED_KEYS:
             body[key] = value
     if stream_options:
         body["stream_options"] = stream_options
-    if conversation is not None:
+    if conversation is not None and not strict_openai:
         body["conversation"] = conversation
     return body
 
@@ -453,6 +461,7 @@ class Run:
                 params=dict(sc.params),
                 stream_options=stream_options,
                 conversation=conversation,
+                strict_openai=s.strict_openai,
             )
             base["request"]["messages_sent"] = len(messages)
             rec = self._run_turn(base, body)

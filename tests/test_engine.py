@@ -409,3 +409,12 @@ def test_failed_capture_fails_the_check_and_skips_turns_that_need_it(tmp_path: P
     assert records[0]["checks"][0]["passed"] is False
     assert records[1]["status"] == "skipped" and records[1]["skip_reason"] == "capture_failed"
     assert summary.exit_status == 1
+
+
+def test_strict_openai_sends_no_gpt4free_extras(tmp_path: Path) -> None:
+    sc = scenario("s", "a", "b", history="server")
+    with LocalServer() as server:
+        Run([sc], settings(tmp_path, server.url, strict_openai=True)).execute()
+        bodies = [r.body for r in server.requests]
+    assert all("conversation_id" not in b and "conversation" not in b for b in bodies)
+    assert list(bodies[0]) == ["model", "stream", "messages"]
