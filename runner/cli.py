@@ -53,6 +53,12 @@ def _non_negative(text: str) -> float:
 
 
 class _Parser(argparse.ArgumentParser):
+    """One-line errors with exit status 2, and ``--version`` on every command."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version", version=f"runner {__version__}")
+
     def error(self, message: str) -> Any:  # one line, exit 2, no traceback
         self.exit(int(ExitStatus.USAGE), f"{self.prog}: error: {message}\n")
 
@@ -62,7 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="runner",
         description="Replay scripted dialogues against OpenAI-compatible chat endpoints.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
