@@ -214,8 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         "repeats, the slowest and failing turns.",
     )
     report.add_argument("run_dir", metavar="RUN_DIR")
-    report.add_argument("--json", action="store_true", help="print the report as JSON")
-    report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+    _add_output_options(report, "report")
 
     diff = sub.add_parser(
         "diff",
@@ -225,8 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diff.add_argument("base", metavar="BASE_RUN")
     diff.add_argument("new", metavar="NEW_RUN")
-    diff.add_argument("--json", action="store_true", help="print the diff as JSON")
-    diff.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+    _add_output_options(diff, "diff")
     diff.add_argument(
         "--max-latency-ratio",
         type=_seconds,
@@ -263,9 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
         "and provider/model.",
     )
     trend.add_argument("dir", metavar="DIR")
-    trend.add_argument("--json", action="store_true", help="print the trend as JSON")
+    _add_output_options(trend, "trend")
     trend.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
-    trend.add_argument("--html", metavar="FILE", help="also write an HTML chart")
 
     serve = sub.add_parser(
         "serve",
@@ -277,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=1337)
     _add_local_server_options(serve, prefix="")
     return parser
+
+
+def _add_output_options(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", action="store_true", help=f"print the {what} as JSON")
+    parser.add_argument(
+        "--html", metavar="FILE", help="also write a self-contained HTML page with charts"
+    )
 
 
 def _add_local_server_options(parser: argparse.ArgumentParser, prefix: str) -> None:
