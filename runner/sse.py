@@ -39,6 +39,10 @@ class ServerSentEvent(NamedTuple):
     retry: int | None = None
 
 
+# tuple.__new__ builds a NamedTuple without the Python-level __new__ call.
+_new_event = tuple.__new__
+
+
 def _decode(raw: bytes) -> tuple[str, bool]:
     try:
         return raw.decode("utf-8"), False
@@ -91,27 +95,74 @@ class SSEDecoder:
                 if not chunk:
                     return []
         buf = self._pending + chunk if self._pending else chunk
-        lines = buf.splitlines(keepends=True)
-        last = lines[-1]
-        if last[-1:] == b"\n":
-            self._pending = b""
-        elif last[-1:] == b"\r":
-            self._pending = b""
-            self._skip_lf = True
-        else:
-            self._pending = last
-            lines.pop()
         events: list[ServerSentEvent] = []
-        for line in lines:
-            # Strip the line end: "\r\n", "\n" or "\r".
-            if line[-1:] == b"\n":
-                line = line[:-2] if line[-2:-1] == b"\r" else line[:-1]
+        if b"\r" in buf:
+            lines = buf.splitlines()
+            last = buf[-1:]
+            if last == b"\n":
+                self._pending = b""
+            elif last == b"\r":
+                self._pending = b""
+                self._skip_lf = True
             else:
-                line = line[:-1]
-            event = self._line(line)
-            if event is not None:
-                events.append(event)
+                self._pending = lines.pop()
+            self._lines(lines, events)
+            return events
+        # The usual stream has "\n" line ends only. Split it at blank lines into
+        # blocks, each a whole event; a block that is one "data: " line, arriving
+        # when no field of an earlier event is pending, is the shape of nearly every
+        # chat event and becomes an event directly.
+        cut = buf.rfind(b"\n\n") + 2  # 1 when there is no blank line: no complete event
+        tail = buf[cut:] if cut > 1 else buf
+        if cut > 1:
+            # The complete events end at a line end, which never splits a UTF-8
+            # sequence: decode them at once, unless some of it is not valid UTF-8.
+            try:
+                text = buf[: cut - 2].decode()
+            except UnicodeDecodeError:
+                self._blocks(buf[: cut - 2].split(b"\n\n"), events)
+            else:
+                append = events.append
+                clean = not self._has_data and not self._event and self._retry is None
+                for block in text.split("\n\n"):
+                    if clean and block[:6] == "data: " and "\n" not in block:
+                        append(
+                            _new_event(ServerSentEvent, (block[6:], "message", self._last_id, None))
+                        )
+                    else:
+                        self._blocks([block.encode()], events)
+                        clean = not self._has_data and not self._event and self._retry is None
+        if tail:
+            lines = tail.split(b"\n")
+            self._pending = lines.pop()
+            self._lines(lines, events)
+        else:
+            self._pending = b""
         return events
+
+    def _blocks(self, blocks: list[bytes], events: list[ServerSentEvent]) -> None:
+        """Interpret blocks of lines, each ended by a blank line."""
+        for block in blocks:
+            lines = block.split(b"\n")
+            lines.append(b"")  # the blank line that ended the block
+            self._lines(lines, events)
+
+    def _lines(self, lines: list[bytes], events: list[ServerSentEvent]) -> None:
+        """Interpret complete lines (without their line ends), appending dispatched events."""
+        for line in lines:
+            if line[:6] == b"data: ":
+                try:
+                    self._data.append(line[6:].decode())
+                except UnicodeDecodeError:
+                    self._data.append(line[6:].decode(errors="replace"))
+                    self.decode_errors += 1
+                self._has_data = True
+            elif line:
+                self._line(line)
+            elif self._has_data:
+                events.append(self._dispatch())
+            else:
+                self._event = ""  # no data: the spec discards the event (but "id" persists)
 
     def flush(self) -> list[ServerSentEvent]:
         """The stream ended: finish a last line and a last event without its blank line."""
@@ -129,7 +180,10 @@ class SSEDecoder:
 
     def _line(self, line: bytes) -> ServerSentEvent | None:
         if not line:
-            return self._dispatch()
+            if self._has_data:
+                return self._dispatch()
+            self._event = ""  # no data: the spec discards the event (but "id" persists)
+            return None
         if line[:6] == b"data: ":
             # The hot path: almost every line of a chat stream.
             value, bad = _decode(line[6:])
@@ -157,11 +211,7 @@ class SSEDecoder:
         # Any other field name is ignored, as the spec says.
         return None
 
-    def _dispatch(self) -> ServerSentEvent | None:
-        if not self._has_data:
-            # No data: the spec discards the event (but "id" persists).
-            self._event = ""
-            return None
+    def _dispatch(self) -> ServerSentEvent:
         data = self._data[0] if len(self._data) == 1 else "\n".join(self._data)
         event = ServerSentEvent(data, self._event or "message", self._last_id, self._retry)
         self._data = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -131,3 +132,85 @@ def test_never_raises_on_arbitrary_bytes(body: bytes, data: st.DataObject) -> No
     cuts = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=8)))
     chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
     assert decode(*chunks) == decode(body)
+
+
+def reference(body: bytes) -> tuple[list[ServerSentEvent], int]:
+    """The event-stream algorithm written plainly over the whole stream: what the
+    incremental decoder, with its fast paths, must agree with."""
+    lines = re.split(rb"\r\n|\r|\n", body)
+    last = lines.pop()  # an unterminated last line: the stream's end completes it
+    if last:
+        lines.append(last)
+    lines.append(b"")  # the end of the stream dispatches a last event
+    events: list[ServerSentEvent] = []
+    data: list[str] = []
+    event, last_id, retry, bad = "", "", None, 0
+    for line in lines:
+        if not line:
+            if data:
+                events.append(ServerSentEvent("\n".join(data), event or "message", last_id, retry))
+                data, retry = [], None
+            event = ""
+            continue
+        if line.startswith(b":"):
+            continue
+        name, colon, raw = line.partition(b":")
+        if colon and raw.startswith(b" "):
+            raw = raw[1:]
+        try:
+            value = raw.decode()
+        except UnicodeDecodeError:
+            value, bad = raw.decode(errors="replace"), bad + 1
+        if name == b"data":
+            data.append(value)
+        elif name == b"event":
+            event = value
+        elif name == b"id" and "\0" not in value:
+            last_id = value
+        elif name == b"retry" and value.isascii() and value.isdigit():
+            retry = int(value)
+    return events, bad
+
+
+def _messy_stream() -> st.SearchStrategy[bytes]:
+    line = st.one_of(
+        st.sampled_from(
+            [b"", b": ping", b"event: e", b"id: 3", b"retry: 10", b"data", b"data:x", b"id: a\0b"]
+        ),
+        st.binary(max_size=20).map(lambda b: b"data: " + b.replace(b"\r", b"").replace(b"\n", b"")),
+        st.text(max_size=10).map(lambda t: ("data: " + t).encode()),
+        st.sampled_from([b"data: \xff", b"event: \xc3", b'data: {"a": "\xe2\x9c\x93"}']),
+    )
+    end = st.sampled_from([b"\n", b"\n", b"\n", b"\r\n", b"\r"])
+    return st.lists(st.tuples(line, end), max_size=30).map(
+        lambda pairs: b"".join(a + b for a, b in pairs)
+    )
+
+
+@settings(max_examples=500, deadline=None)
+@given(_messy_stream(), st.data())
+def test_decoder_agrees_with_the_plain_algorithm(body: bytes, data: st.DataObject) -> None:
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=12)))
+    chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    decoder = SSEDecoder()
+    events: list[ServerSentEvent] = []
+    for chunk in chunks:
+        events.extend(decoder.feed(chunk))
+    events.extend(decoder.flush())
+    assert (events, decoder.decode_errors) == reference(body)
+
+
+def test_fields_of_an_event_split_across_feeds_reach_the_fast_path_block() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"event: delta\nid: 9\n") == []
+    # This block looks like the one-line fast path, but the event's fields came earlier.
+    assert decoder.feed(b"data: x\n\ndata: y\n\n") == [
+        ServerSentEvent("x", "delta", "9"),
+        ServerSentEvent("y", "message", "9"),
+    ]
+
+
+def test_many_events_in_one_feed_with_one_bad_line() -> None:
+    good = b'data: {"a": 1}\n\n' * 50
+    events = SSEDecoder().feed(good + b"data: \xff\n\n" + good)
+    assert len(events) == 101 and events[50].data == "\ufffd"
