@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runner.accumulate import Accumulator, Reply, error_message
 from runner.errors import InBandError, IncompleteStreamError, ProtocolError
@@ -195,3 +197,47 @@ def test_error_message_fallbacks() -> None:
     assert error_message({"detail": "Not Found"}) == "Not Found"
     assert error_message({"message": "m"}) == "m"
     assert error_message([1]) == "[1]"
+
+
+def test_add_events_takes_a_batch_in_order() -> None:
+    acc = Accumulator()
+    events = [ServerSentEvent(d) for d in (chunk(None), chunk("a"), chunk("b", "stop"))]
+    assert acc.add_events(events) is True
+    assert acc.add_events([ServerSentEvent(chunk(None))]) is False
+    assert acc.add_events([ServerSentEvent("[DONE]"), ServerSentEvent(chunk("late"))]) is False
+    reply = acc.finish()
+    assert reply.text == "ab" and reply.chunks == 4 and reply.done
+
+
+def test_an_error_in_a_batch_keeps_the_events_before_it() -> None:
+    acc = Accumulator()
+    with pytest.raises(ProtocolError):
+        acc.add_events([ServerSentEvent(chunk("kept")), ServerSentEvent("{oops")])
+    assert acc.text_so_far == "kept"
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.text(max_size=5), _json_values, max_size=4),
+    st.sampled_from(["", " ", "\n\t ", " x", "}", ",{}", "\x00"]),
+)
+def test_chunk_data_is_read_exactly_as_json_loads_reads_it(obj: dict[str, Any], tail: str) -> None:
+    from runner.accumulate import _parse
+
+    data = json.dumps(obj, separators=(",", ":")) + tail
+    try:
+        expected = json.loads(data)
+    except ValueError:
+        with pytest.raises(ProtocolError, match="not JSON"):
+            _parse(data)
+        with pytest.raises(ProtocolError, match="not JSON"):
+            Accumulator().add_event(ServerSentEvent(data))
+        return
+    assert _parse(data) == expected
