@@ -3,10 +3,15 @@
 :class:`ChatClient` sends one chat-completions request and reads the reply as it
 arrives, raw bytes straight into the pure :class:`~runner.sse.SSEDecoder`:
 
-* a chunked body is read with ``raw.stream(None)``, which yields each chunk as
-  it arrives; any other body with ``raw.read1()``, which returns what the
-  socket has. ``iter_lines()`` is not used: it delays events on non-chunked
-  bodies and may split a ``\\r\\n`` into two lines;
+* each read returns what the socket has (up to 64 KiB): a chunked body is
+  unwrapped by the pure :class:`~runner.chunked.ChunkedDecoder`, any other body
+  read with ``http.client``'s ``read1()``, both below urllib3's response
+  wrapper (which costs microseconds of Python per chunk, that is per event);
+  with a content encoding, urllib3 reads and decodes it. ``iter_lines()`` is
+  not used: it delays events on non-chunked bodies and may split a
+  ``\\r\\n`` into two lines;
+* the request is prepared once per client and handed to the session's
+  transport adapter with each new body (see :meth:`ChatClient._request`);
 * the body is read to its end even after ``[DONE]``, so the keep-alive
   connection goes back to the pool;
 * four timeouts, each its own error type: connect, first byte (from sending
@@ -38,6 +43,7 @@ import urllib3
 
 from runner._version import __version__
 from runner.accumulate import Accumulator, Reply, error_message
+from runner.chunked import ChunkedDecoder
 from runner.errors import (
     ConnectError,
     ConnectTimeout,
@@ -134,6 +140,40 @@ def _socket_of(raw: Any) -> socket.socket | None:
     return sock if isinstance(sock, socket.socket) else None
 
 
+class _Adapter(requests.adapters.HTTPAdapter):
+    """requests' HTTP adapter, finding the connection pool once instead of per request.
+
+    For every request the stock adapter rebuilds the pool key (parsing the URL,
+    merging TLS settings) to look up a pool that, for a client bound to one
+    endpoint, is always the same one. With no proxy in play the pool found for
+    a (URL, verify, cert) is remembered; :meth:`close` forgets it with the pools.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pools: dict[tuple[Any, ...], Any] = {}
+
+    def get_connection_with_tls_context(
+        self,
+        request: requests.PreparedRequest,
+        verify: Any,
+        proxies: Any = None,
+        cert: Any = None,
+    ) -> Any:
+        if proxies:
+            return super().get_connection_with_tls_context(request, verify, proxies, cert)
+        key = (request.url, verify, cert)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+            self._pools[key] = pool
+        return pool
+
+    def close(self) -> None:
+        self._pools.clear()
+        super().close()
+
+
 def _is_local(url: str) -> bool:
     host = urlsplit(url).hostname or ""
     return host in ("localhost", "127.0.0.1", "::1")
@@ -158,6 +198,8 @@ class ChatClient:
         self.timeouts = timeouts or Timeouts()
         self._session = requests.Session()
         self._session.trust_env = _is_local(endpoint) is False
+        for prefix in ("http://", "https://"):
+            self._session.mount(prefix, _Adapter())
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream, application/json",
@@ -171,6 +213,9 @@ class ChatClient:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._current: Any = None
         self._aborted = False
+        self._template: requests.PreparedRequest | None = None
+        self._adapter: Any = None
+        self._send_kwargs: dict[str, Any] = {}
 
     def close(self) -> None:
         self._session.close()
@@ -191,13 +236,12 @@ class ChatClient:
         deadline = started + t.turn
         url = self.endpoint
         try:
-            resp = self._session.post(
-                url,
-                data=data,
-                headers=self._headers,
+            request = self._request(data)
+            resp = self._adapter.send(
+                request,
                 stream=True,
                 timeout=(min(t.connect, t.turn), min(t.first_byte, t.turn)),
-                allow_redirects=False,
+                **self._send_kwargs,
             )
         except requests.exceptions.ConnectTimeout as exc:
             raise ConnectTimeout(f"no connection to {url} within {t.connect:g}s") from exc
@@ -212,6 +256,8 @@ class ChatClient:
         except requests.exceptions.RequestException as exc:
             raise TransportError(f"request to {url} failed: {exc}") from exc
         self._current = resp
+        if "set-cookie" in resp.headers:
+            self._keep_cookies(resp)
         try:
             return self._read(resp, started, deadline)
         except TurnError as exc:
@@ -223,6 +269,43 @@ class ChatClient:
             raise
         finally:
             self._current = None
+
+    # -- sending ---------------------------------------------------------
+    #
+    # ``Session.post`` prepares the request anew on every call: merging session
+    # and call settings, cookies, hooks, and reading proxy settings from the
+    # environment. That is more Python than reading a short streamed reply. The
+    # request here never changes but for its body, so it is prepared once (by
+    # the session, with its defaults, cookies and environment) and each call
+    # hands a copy with the new body to the session's transport adapter, as
+    # ``Session.send`` would. Redirects are not followed (they never were), and
+    # cookies a server sets are kept for the next requests, as a session keeps
+    # them.
+
+    def _request(self, data: bytes) -> requests.PreparedRequest:
+        template = self._template
+        if template is None:
+            session = self._session
+            template = session.prepare_request(
+                requests.Request("POST", self.endpoint, headers=self._headers, data=b"{}")
+            )
+            assert template.url is not None
+            self._adapter = session.get_adapter(template.url)
+            env = session.merge_environment_settings(template.url, {}, True, None, None)
+            self._send_kwargs = {k: env[k] for k in ("verify", "cert", "proxies")}
+            self._template = template
+        request = requests.PreparedRequest()
+        request.method = template.method
+        request.url = template.url
+        request.hooks = template.hooks
+        request.headers = template.headers.copy()
+        request.headers["Content-Length"] = str(len(data))
+        request.body = data
+        return request
+
+    def _keep_cookies(self, resp: requests.Response) -> None:
+        self._session.cookies.update(resp.cookies)
+        self._template = None  # prepared again, with the cookies, for the next request
 
     def _connection_error(self, exc: requests.exceptions.ConnectionError) -> TurnError:
         url = self.endpoint
@@ -279,15 +362,70 @@ class ChatClient:
             )
         return self._read_stream(resp, acc, status, request_id, started, deadline)
 
-    def _chunks(self, raw: Any) -> Iterator[bytes]:
+    def _chunks(self, raw: Any) -> Iterator[tuple[bytes, bool]]:
+        """The body's bytes as they arrive, transfer framing removed, each with a flag
+        telling whether the body is known to be complete after them."""
+        body = getattr(raw, "_original_response", None)
+        if isinstance(body, http.client.HTTPResponse) and body.fp is not None:
+            original: http.client.HTTPResponse = body
+            wrapped = getattr(raw, "_fp", None)
+            encoding = raw.headers.get("content-encoding", "identity").lower()
+            if wrapped is original and encoding in ("", "identity"):
+                return self._body_chunks(raw, original)
+        return self._library_chunks(raw)
+
+    @staticmethod
+    def _library_chunks(raw: Any) -> Iterator[tuple[bytes, bool]]:
         if raw.chunked:
-            yield from raw.stream(None, decode_content=True)
+            for data in raw.stream(None, decode_content=True):
+                yield data, False
             return
         while True:
             data = raw.read1(65536)
             if not data:
                 return
-            yield data
+            yield data, False
+
+    @staticmethod
+    def _body_chunks(raw: Any, body: http.client.HTTPResponse) -> Iterator[tuple[bytes, bool]]:
+        """Read below urllib3's response wrapper, from the http.client response it wraps.
+
+        urllib3 reads a chunked body one chunk, that is one event, at a time, at
+        several microseconds of Python each; here each socket read (up to 64 KiB)
+        is unwrapped in one pass by :class:`~runner.chunked.ChunkedDecoder`. Other
+        bodies are read with ``http.client``'s own ``read1``, which honours
+        ``Content-Length``. Errors are the ones urllib3 would let through
+        (``OSError``, ``TimeoutError``, ``http.client.IncompleteRead``) or a
+        :class:`~runner.errors.ProtocolError` for a malformed chunked body.
+        A body read to its end gives the connection back to the pool, as urllib3
+        does.
+        """
+        if body.chunked:
+            fp = body.fp
+            assert fp is not None
+            chunks = ChunkedDecoder()
+            while not chunks.done:
+                data = fp.read1(65536)
+                if not data:
+                    raise http.client.IncompleteRead(b"")
+                payload = chunks.feed(data)
+                if payload:
+                    yield payload, chunks.done
+                if chunks.error is not None:
+                    raise chunks.error  # after the payload that came before the fault
+            if chunks.rest:
+                raw.close()  # bytes after the body: the connection cannot be trusted again
+                return
+        else:
+            while body.length != 0:  # None: the body ends when the server closes
+                data = body.read1(65536)
+                if not data:
+                    if body.length:
+                        raise http.client.IncompleteRead(b"", body.length)
+                    break
+                yield data, body.length == 0
+        body.close()
+        raw.release_conn()
 
     def _read_stream(
         self,
@@ -307,25 +445,36 @@ class ChatClient:
         max_gap = 0.0
         got_byte = False
         # Before the first body byte the first-byte timeout applies, then idle.
+        # urllib3 has just set the socket's timeout to min(first_byte, turn); setting
+        # it costs a system call (which lets other threads take the GIL), so it is
+        # changed only when it differs from what is wanted by more than 10 ms.
         limit = t.first_byte
-        current = self._set_timeout(sock, None, min(limit, deadline - time.perf_counter()))
+        current = sock.gettimeout() if sock is not None else None
+        wanted = min(limit, deadline - time.perf_counter())
+        if current is None or not wanted - 0.01 <= current <= wanted + 0.01:
+            current = self._set_timeout(sock, current, wanted)
+        assert current is not None
         try:
-            for data in self._chunks(raw):
+            for data, complete in self._chunks(raw):
                 now = time.perf_counter()
                 if not got_byte:
                     got_byte = True
                     limit = t.idle
-                for event in decoder.feed(data):
-                    if acc.add_event(event) and first_token is None:
-                        first_token = now
+                events = decoder.feed(data)
+                if events:
+                    # Events of one read arrived together: one gap, one arrival time.
                     if last_event is not None and now - last_event > max_gap:
                         max_gap = now - last_event
                     last_event = now
+                    if acc.add_events(events) and first_token is None:
+                        first_token = now
                 if decoder.pending_bytes > _MAX_LINE:
                     raise ProtocolError(f"a line of the stream exceeded {_MAX_LINE} bytes")
                 remaining = deadline - now
                 if remaining <= 0:
                     raise TurnTimeout(f"turn exceeded {t.turn:g}s reading {self.endpoint}")
+                if complete:
+                    continue  # nothing more will be read: no timeout to adjust
                 wanted = min(_DRAIN_TIMEOUT if acc.reply.done else limit, remaining)
                 if wanted < current or wanted > current * 1.5:
                     current = self._set_timeout(sock, current, wanted)
@@ -410,7 +559,7 @@ class ChatClient:
         parts: list[bytes] = []
         size = 0
         try:
-            for data in self._chunks(raw):
+            for data, _ in self._chunks(raw):
                 parts.append(data)
                 size += len(data)
                 if size >= limit:

@@ -342,3 +342,97 @@ def test_normalize_endpoint() -> None:
     assert normalize_endpoint("http://h:1") == full
     with pytest.raises(UsageError, match="not an http"):
         normalize_endpoint("localhost:1337")
+
+
+def test_cookies_a_server_sets_go_back_on_later_requests() -> None:
+    def handler(sock: socket.socket, req: Request) -> bool:
+        extra = b"Set-Cookie: affinity=node-7; Path=/\r\n" if len(server.requests) == 1 else b""
+        send_chunked(sock, sse_events("ok"), headers=extra)
+        return True
+
+    with raw_server(handler) as server:
+        client = ChatClient(server.url)
+        for _ in range(3):
+            assert client.send(BODY).reply.text == "ok"
+        cookies = [r.headers.get("cookie") for r in server.requests]
+    assert cookies == [None, "affinity=node-7", "affinity=node-7"]
+
+
+def test_chunk_extensions_and_trailers_over_the_wire() -> None:
+    events = b"".join(sse_events("a", "b"))
+
+    def handler(sock: socket.socket, req: Request) -> bool:
+        sock.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            + b"%x;part=1\r\n%s\r\n" % (len(events), events)
+            + b"0\r\nX-Trailer: done\r\n\r\n"
+        )
+        return True
+
+    with raw_server(handler) as server:
+        client = ChatClient(server.url)
+        for _ in range(2):
+            assert client.send(BODY).reply.text == "ab"
+        assert server.connections == 1
+
+
+def test_bytes_after_the_last_chunk_retire_the_connection() -> None:
+    def handler(sock: socket.socket, req: Request) -> bool:
+        send_chunked(sock, sse_events("x"))
+        sock.sendall(b"junk")  # not part of any response
+        return True
+
+    with raw_server(handler) as server:
+        client = ChatClient(server.url)
+        for _ in range(2):
+            assert client.send(BODY).reply.text == "x"
+        assert server.connections == 2
+
+
+def test_malformed_chunk_framing_is_an_error_with_the_partial_text() -> None:
+    def handler(sock: socket.socket, req: Request) -> bool:
+        send_chunked(sock, sse_events("part", finish=None, done=False), end=False)
+        sock.sendall(b"zz\r\n")
+        return False
+
+    with raw_server(handler) as server, pytest.raises(ProtocolError, match="chunked") as info:
+        ChatClient(server.url).send(BODY)
+    assert info.value.partial == "part"
+
+
+def test_body_shorter_than_its_content_length() -> None:
+    body = b"".join(sse_events("cut", finish=None, done=False))
+
+    def handler(sock: socket.socket, req: Request) -> bool:
+        sock.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body) + 100, body)
+        )
+        return False  # closes 100 bytes early
+
+    with raw_server(handler) as server, pytest.raises(ReadError) as info:
+        ChatClient(server.url).send(BODY)
+    assert info.value.partial == "cut"
+
+
+def test_compressed_stream_is_decoded_by_the_http_library() -> None:
+    import gzip
+
+    body = gzip.compress(b"".join(sse_events("squeezed")))
+
+    def handler(sock: socket.socket, req: Request) -> bool:
+        send_chunked(sock, [body], headers=b"Content-Encoding: gzip\r\n")
+        return True
+
+    with raw_server(handler) as server:
+        assert ChatClient(server.url).send(BODY).reply.text == "squeezed"
+
+
+def test_a_closed_client_can_send_again() -> None:
+    with raw_server(lambda s, r: send_chunked(s, sse_events("x")) or True) as server:
+        client = ChatClient(server.url)
+        assert client.send(BODY).reply.text == "x"
+        client.close()
+        assert client.send(BODY).reply.text == "x"
+        assert server.connections == 2
