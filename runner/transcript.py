@@ -36,9 +36,23 @@ TRANSCRIPT = "transcript.jsonl"
 RUN_JSON = "run.json"
 
 
+# One encoder for every record: json.dumps(..., ensure_ascii=False) builds a new one per call.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+# utc_now() runs several times per turn; the date and time to the second change once a second.
+_second: tuple[int, str] = (-1, "")
+
+
 def utc_now() -> str:
-    """An RFC 3339 UTC timestamp with milliseconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """An RFC 3339 UTC timestamp with milliseconds, e.g. ``2026-11-26T14:05:12.345Z``."""
+    global _second
+    micros = time.time_ns() // 1000
+    seconds, micros = divmod(micros, 1_000_000)
+    cached_second, prefix = _second
+    if seconds != cached_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _second = (seconds, prefix)
+    return f"{prefix}.{micros // 1000:03d}Z"
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -87,7 +101,7 @@ class TranscriptWriter:
         self.lines = 0
 
     def write(self, record: Mapping[str, Any]) -> None:
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        data = (_encode(record) + "\n").encode("utf-8")
         with self._lock:
             if self._fd is None:
                 raise ValueError("transcript is closed")

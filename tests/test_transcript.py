@@ -85,3 +85,28 @@ def test_write_json_atomic_replaces_whole_file(tmp_path: Path) -> None:
     write_json_atomic(path, {"status": "complete", "n": "ü"})
     assert json.loads(path.read_text(encoding="utf-8")) == {"status": "complete", "n": "ü"}
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_utc_now_is_rfc3339_with_milliseconds_and_tracks_the_clock() -> None:
+    import re
+    import time
+    from datetime import datetime, timezone
+
+    from runner.transcript import utc_now
+
+    for _ in range(3):
+        before = time.time()
+        stamp = utc_now()
+        after = time.time()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+        when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        # Milliseconds are truncated, as isoformat(timespec="milliseconds") does.
+        assert before - 0.001 <= when.timestamp() <= after
+
+
+def test_records_are_written_as_json_dumps_writes_them(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    record = {"user": "é ✓ 😀", "n": 1.5, "none": None, "nested": {"a": [1, "b"]}}
+    with TranscriptWriter(path) as writer:
+        writer.write(record)
+    assert path.read_bytes() == (json.dumps(record, ensure_ascii=False) + "\n").encode()
