@@ -211,6 +211,7 @@ def _probe(spec: dict[str, Any]) -> dict[str, Any]:
         "ttft_err_max": max(abs(x) for x in ttft_err),
         "lag_max": max(lags),
         "lag_median": sorted(lags)[len(lags) // 2],
+        "lag_p99": sorted(lags)[int(len(lags) * 0.99)],
         "events": len(lags),
     }
 
