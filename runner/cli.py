@@ -171,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(OpenAI's API refuses unknown fields)",
     )
     run.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run only shard K of N (a stable hash of file and scenario name); "
+        "merge the N runs with `runner merge`",
+    )
+    run.add_argument(
         "--rate",
         type=_seconds,
         metavar="R",
@@ -263,6 +269,21 @@ def build_parser() -> argparse.ArgumentParser:
     trend.add_argument("dir", metavar="DIR")
     _add_output_options(trend, "trend")
     trend.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
+
+    merge = sub.add_parser(
+        "merge",
+        help="combine the shard runs of one suite into one run",
+        description="Combine runs made with --shard K/N into one run directory, so that "
+        "report and diff see one run. Refuses mixed settings or overlapping shards.",
+    )
+    merge.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    merge.add_argument("--out", default="outputs", help="output folder (default: outputs)")
+    merge.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="merge even if some shards are missing (the run is marked partial)",
+    )
+    merge.add_argument("--json", action="store_true", help="print the result as JSON")
 
     serve = sub.add_parser(
         "serve",
@@ -377,6 +398,25 @@ def _cmd_trend(args: argparse.Namespace, out: TextIO) -> int:
     return int(ExitStatus.OK)
 
 
+def _cmd_merge(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.merge import merge_runs
+
+    run_dir = merge_runs(
+        [Path(p) for p in args.run_dirs], Path(args.out), allow_partial=args.allow_partial
+    )
+    record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    if args.json:
+        out.write(json.dumps({"run_dir": str(run_dir), **record}) + "\n")
+    else:
+        counts = record.get("counts", {})
+        out.write(
+            f"merged {len(args.run_dirs)} run(s): {counts.get('ok', 0)} ok, "
+            f"{counts.get('error', 0)} error, {counts.get('skipped', 0)} skipped "
+            f"[{record.get('status')}] -> {run_dir}\n"
+        )
+    return int(record.get("exit_status") or 0)
+
+
 def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     from runner.server import serve
 
@@ -438,6 +478,11 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
     else:
         scenarios = load_paths(args.paths)  # validate everything before the first request
+        if args.shard:
+            from runner.shard import parse_shard, select
+
+            k, n = parse_shard(args.shard)
+            scenarios = select(scenarios, k, n)
     faults = _fault_plan(args.local_faults)
 
     from runner.client import Timeouts, normalize_endpoint
@@ -501,6 +546,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             repeat=opt("repeat", 1),
             rate=opt("rate", None),
             strict_openai=bool(opt("strict_openai", False)),
+            shard=opt("shard", None),
         )
         units = plan.todo if plan else None
         repeat = opt("repeat", 1)
@@ -559,6 +605,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_diff(args, out)
         if args.command == "trend":
             return _cmd_trend(args, out)
+        if args.command == "merge":
+            return _cmd_merge(args, out)
         return _cmd_run(args, out, err)
     except ScenarioError as exc:
         err.write(f"runner: {exc}\n")

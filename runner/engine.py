@@ -87,6 +87,7 @@ class RunSettings:
     repeat: int = 1  # run each scenario this many times, each its own conversation
     rate: float | None = None  # requests per second across all workers
     strict_openai: bool = False  # send no gpt4free extras (conversation_id, conversation)
+    shard: str | None = None  # "K/N" when this run is one shard of a suite
 
     def public(self) -> dict[str, Any]:
         """Settings as written to run.json: never the key itself."""
@@ -113,6 +114,7 @@ class RunSettings:
             "repeat": self.repeat,
             "rate": self.rate,
             "strict_openai": self.strict_openai,
+            "shard": self.shard,
         }
 
 
@@ -290,6 +292,8 @@ class Run:
                 "counts": {"ok": 0, "error": 0, "skipped": 0},
                 "exit_status": None,
             }
+            if settings.shard:
+                record["shard"] = settings.shard
         else:
             self.run_id, self.run_dir = resume.run_id, resume.run_dir
             self._counts = {k: resume.kept[k] for k in ("ok", "error", "skipped")}

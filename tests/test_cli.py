@@ -304,3 +304,53 @@ def test_report_diff_trend_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert (tmp_path / "t.csv").read_text().count("\n") >= 2
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "runner: error:" in capsys.readouterr().err
+
+
+def test_shards_in_parallel_processes_merge_into_one_run(tmp_path: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "scenarios:\n" + "".join(f"  - {{name: s{i}, turns: [a{i}, b{i}]}}\n" for i in range(12))
+    )
+    out = tmp_path / "shards"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "runner",
+                "run",
+                str(suite),
+                "--local",
+                "--shard",
+                f"{k}/3",
+                "--out",
+                str(out),
+                "--json",
+                "--progress",
+                "off",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in (1, 2, 3)
+    ]
+    dirs = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, stderr
+        dirs.append(json.loads(stdout)["run_dir"])
+    shards = [json.loads((Path(d) / "run.json").read_text())["shard"] for d in dirs]
+    assert shards == ["1/3", "2/3", "3/3"]
+    proc = runner("merge", *dirs, "--out", str(tmp_path / "merged"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    merged = Path(json.loads(proc.stdout)["run_dir"])
+    records = [json.loads(x) for x in (merged / "transcript.jsonl").read_text().splitlines()]
+    assert sorted((r["scenario"], r["turn"]) for r in records) == sorted(
+        (f"s{i}", t) for i in range(12) for t in (1, 2)
+    )
+    assert {r["run_id"] for r in records} == {merged.name}
+    assert runner("report", str(merged)).returncode == 0
+    # The same shard twice is refused, with one line and exit 2.
+    proc = runner("merge", dirs[0], dirs[0], "--out", str(tmp_path / "m2"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
