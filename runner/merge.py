@@ -23,8 +23,8 @@ written:
   run used its own built-in ``--local`` endpoint), settings that change what is
   sent or how a turn is judged, or one scenario file with two different sha256;
 * the same scenario in two runs;
-* missing shards (say 3 of 4 runs), unless ``allow_partial``: the merged run is
-  then marked ``"status": "partial"`` and lists ``missing_shards``.
+* missing shards (say 3 of 4 runs), unless ``allow_partial`` (``--allow-partial``):
+  the merged run is then marked ``"status": "partial"`` and lists ``missing_shards``.
 
 Settings that only change how fast or where a shard ran (concurrency, rate,
 paths, fsync cadence, max runtime) may differ; each source's own settings
@@ -161,7 +161,7 @@ def _check(sources: list[_Source], allow_partial: bool) -> list[int]:
             lost = ", ".join(f"{k}/{n}" for k in missing)
             raise UsageError(
                 f"merge: shard {lost} missing (have {have}); merge all {n} shards, "
-                "or allow a partial merge"
+                "or allow a partial merge (runner merge --allow-partial)"
             )
 
     first = sources[0]
