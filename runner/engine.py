@@ -25,7 +25,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,13 +211,14 @@ class Run:
         units: Sequence[Unit] | None = None,
     ) -> None:
         self.scenarios = list(scenarios)
-        # What runs: each scenario once, or (with repeat N) N times, repeat by repeat.
-        if units is None:
-            if settings.repeat > 1:
-                units = [(sc, r) for r in range(1, settings.repeat + 1) for sc in scenarios]
-            else:
-                units = [(sc, None) for sc in scenarios]
-        self.units = list(units)
+        # What runs: the given units, or each scenario once (with repeat N: N times,
+        # repeat by repeat), made one at a time so memory does not grow with the suite.
+        self._given = None if units is None else list(units)
+        self.unit_count = (
+            len(self._given)
+            if self._given is not None
+            else len(self.scenarios) * max(1, settings.repeat)
+        )
         self.settings = settings
         self._stop = threading.Event()
         self._stop_reason = "interrupted"
@@ -305,7 +306,7 @@ class Run:
             record["pid"] = os.getpid()
             record["endpoint"] = settings.endpoint
             record.setdefault("resumed", []).append(
-                {"at": utc_now(), "scenarios": [sc.name for sc, _ in self.units]}
+                {"at": utc_now(), "scenarios": [sc.name for sc, _ in self._units()]}
             )
         write_json_atomic(self.run_dir / RUN_JSON, record)
         timer: threading.Timer | None = None
@@ -322,9 +323,22 @@ class Run:
             self.run_dir / TRANSCRIPT, fsync_every_line=settings.fsync_every_line
         )
         try:
-            workers = max(1, min(settings.concurrency, len(self.units) or 1))
+            workers = max(1, min(settings.concurrency, self.unit_count or 1))
+            # Each worker takes the next unit when it is free: memory stays
+            # O(workers), not one future per conversation.
+            units = self._units()
+            take = threading.Lock()
+
+            def work() -> None:
+                while True:
+                    with take:
+                        unit = next(units, None)
+                    if unit is None:
+                        return
+                    self._run_unit(*unit)
+
             with ThreadPoolExecutor(workers, thread_name_prefix="runner") as pool:
-                futures = [pool.submit(self._run_unit, sc, rep) for sc, rep in self.units]
+                futures = [pool.submit(work) for _ in range(workers)]
                 for future in futures:
                     future.result()
         finally:
@@ -372,6 +386,17 @@ class Run:
             checks_run=self._checks_run,
             checks_failed=self._checks_failed,
         )
+
+    def _units(self) -> Iterator[Unit]:
+        if self._given is not None:
+            yield from self._given
+        elif self.settings.repeat > 1:
+            for r in range(1, self.settings.repeat + 1):
+                for sc in self.scenarios:
+                    yield sc, r
+        else:
+            for sc in self.scenarios:
+                yield sc, None
 
     def _client(self) -> ChatClient:
         client: ChatClient | None = getattr(self._local, "client", None)

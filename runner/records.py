@@ -96,7 +96,8 @@ class TurnRecord(_TurnRecordBase, total=False):
     checks: list[CheckRecord]
     repeat: int
     superseded: bool
-    shard: str
+    shard: str  # in a merged run: the source run's "K/N"
+    shard_run_id: str  # in a merged run: the source run's id
 
 
 class FileRecord(TypedDict):
@@ -128,4 +129,8 @@ class RunRecord(TypedDict, total=False):
     exit_status: int | None
     resumed: list[dict[str, Any]]
     checks: dict[str, int]  # {"run": n, "failed": m}
+    merged_at: str  # merged runs only
+    shards: list[dict[str, Any]]
+    missing_shards: list[str]
+    torn_lines_dropped: int
     shard: str
