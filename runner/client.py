@@ -244,6 +244,8 @@ class ChatClient:
                 **self._send_kwargs,
             )
         except requests.exceptions.ConnectTimeout as exc:
+            if t.turn <= t.connect:
+                raise TurnTimeout(f"turn exceeded {t.turn:g}s connecting to {url}") from exc
             raise ConnectTimeout(f"no connection to {url} within {t.connect:g}s") from exc
         except requests.exceptions.ReadTimeout as exc:
             if t.turn <= t.first_byte:
@@ -444,22 +446,22 @@ class ChatClient:
         last_event: float | None = None
         max_gap = 0.0
         got_byte = False
-        # Before the first body byte the first-byte timeout applies, then idle.
+        # Before the first body byte the first-byte timeout applies, counted from
+        # the request (headers may come early and the first token late), then idle.
         # urllib3 has just set the socket's timeout to min(first_byte, turn); setting
         # it costs a system call (which lets other threads take the GIL), so it is
         # changed only when it differs from what is wanted by more than 10 ms.
-        limit = t.first_byte
+        limit = t.idle
         current = sock.gettimeout() if sock is not None else None
-        wanted = min(limit, deadline - time.perf_counter())
+        wanted = min(started + t.first_byte, deadline) - time.perf_counter()
         if current is None or not wanted - 0.01 <= current <= wanted + 0.01:
             current = self._set_timeout(sock, current, wanted)
         assert current is not None
         try:
             for data, complete in self._chunks(raw):
                 now = time.perf_counter()
-                if not got_byte:
-                    got_byte = True
-                    limit = t.idle
+                switch = not got_byte  # from the first-byte timeout to the idle one
+                got_byte = True
                 events = decoder.feed(data)
                 if events:
                     # Events of one read arrived together: one gap, one arrival time.
@@ -476,11 +478,13 @@ class ChatClient:
                 if complete:
                     continue  # nothing more will be read: no timeout to adjust
                 wanted = min(_DRAIN_TIMEOUT if acc.reply.done else limit, remaining)
-                if wanted < current or wanted > current * 1.5:
+                if switch or wanted < current or wanted > current * 1.5:
                     current = self._set_timeout(sock, current, wanted)
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
             if not acc.reply.done:
-                raise self._timeout(got_byte, started, deadline, acc) from exc
+                err = self._timeout(got_byte, started, deadline, acc)
+                err.http_status = status
+                raise err from exc
             raw.close()  # [DONE] arrived but the body never ended: don't reuse the connection
         except (
             urllib3.exceptions.HTTPError,
