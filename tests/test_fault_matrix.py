@@ -140,7 +140,7 @@ MATRIX: tuple[Fault, ...] = (
           f"stall={STALL:g}", "first_byte_timeout", RECOVERS, GIVES_UP, None,
           "first-byte timeout", timeouts=SHORT),
     Fault("stall-between", f"stall {STALL:g} s between chunks (idle timeout 0.3 s)",
-        f"stall_between={STALL:g}", "idle_timeout", RECOVERS, GIVES_UP, 200,
+          f"stall_between={STALL:g}", "idle_timeout", RECOVERS, GIVES_UP, 200,
           "idle timeout", kept=1, timeouts=SHORT),
     # -- a 200 reply that is not a good reply --------------------------------------------
     Fault("inband", "in-band error after 3 chunks, then close without [DONE]",
