@@ -208,6 +208,14 @@ class SSEDecoder:
                 self._last_id = value
         elif name == b"retry" and value.isascii() and value.isdigit():
             self._retry = int(value)
+        elif name == b"error":
+            # Not a WHATWG field: some llama.cpp builds report a failure as
+            # `error: {json}` and then send `data: [DONE]`. Dropping it, as the spec
+            # would, turns a failed reply into a complete-looking one, so it becomes
+            # an event named "error" (which the accumulator raises as in-band).
+            self._event = "error"
+            self._data.append(value)
+            self._has_data = True
         # Any other field name is ignored, as the spec says.
         return None
 

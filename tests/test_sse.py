@@ -214,3 +214,10 @@ def test_many_events_in_one_feed_with_one_bad_line() -> None:
     good = b'data: {"a": 1}\n\n' * 50
     events = SSEDecoder().feed(good + b"data: \xff\n\n" + good)
     assert len(events) == 101 and events[50].data == "\ufffd"
+
+
+def test_an_error_field_becomes_an_error_event() -> None:
+    # llama.cpp reports failures as `error: {json}`, then sends [DONE].
+    events = decode(b'data: {"a":1}\n\nerror: {"message":"too big"}\n\ndata: [DONE]\n\n')
+    assert events[1] == ServerSentEvent('{"message":"too big"}', "error")
+    assert events[2].data == "[DONE]"
