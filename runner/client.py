@@ -228,8 +228,12 @@ class ChatClient:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def send(self, body: Mapping[str, Any]) -> Exchange:
-        """Send one request and read the whole reply. Raise a :class:`TurnError` on failure."""
+    def send(self, body: Mapping[str, Any], *, attempt: int | None = None) -> Exchange:
+        """Send one request and read the whole reply. Raise a :class:`TurnError` on failure.
+
+        ``attempt`` (1-based) is sent as ``x-runner-attempt``, so that a server (the
+        built-in one's fault plan, a proxy's logs) can tell a retry from a new turn.
+        """
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         t = self.timeouts
         started = time.perf_counter()
@@ -237,6 +241,8 @@ class ChatClient:
         url = self.endpoint
         try:
             request = self._request(data)
+            if attempt is not None:
+                request.headers["x-runner-attempt"] = str(attempt)
             resp = self._adapter.send(
                 request,
                 stream=True,

@@ -601,7 +601,7 @@ class Run:
             started_at = utc_now()
             t0 = time.perf_counter()
             try:
-                exchange = client.send(body)
+                exchange = client.send(body, attempt=n)
             except TurnError as exc:
                 if self._aborting and not isinstance(exc, Interrupted):
                     stopped = Interrupted(f"cut short: the run is stopping ({self._stop_reason})")

@@ -418,3 +418,12 @@ def test_strict_openai_sends_no_gpt4free_extras(tmp_path: Path) -> None:
         bodies = [r.body for r in server.requests]
     assert all("conversation_id" not in b and "conversation" not in b for b in bodies)
     assert list(bodies[0]) == ["model", "stream", "messages"]
+
+
+def test_each_attempt_says_which_it_is(tmp_path: Path) -> None:
+    with raw_server(_flaky({1: "503"})) as server:
+        Run(
+            [scenario("s", "a", "b")], settings(tmp_path, server.url), sleep=lambda s: None
+        ).execute()
+        attempts = [r.headers["x-runner-attempt"] for r in server.requests]
+    assert attempts == ["1", "2", "1"]
