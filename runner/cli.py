@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,34 +23,30 @@ from runner.exitcodes import ExitStatus
 DEFAULT_ENDPOINT = "http://localhost:1337/v1/chat/completions"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+def _number(
+    convert: Callable[[str], float], what: str, minimum: float, *, strict: bool
+) -> Callable[[str], Any]:
+    """An argparse type: a finite number >= minimum (> minimum when ``strict``)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        ok = value > minimum if strict else value >= minimum
+        if not ok or not math.isfinite(value):
+            bound = ">" if strict else ">="
+            raise argparse.ArgumentTypeError(f"expected {what} {bound} {minimum:g}, got {text}")
+        return value
+
+    return parse
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text}")
-    return value
+_positive_int = _number(int, "a whole number", 1, strict=False)
+_seconds = _number(float, "seconds", 0, strict=True)
+_non_negative = _number(float, "seconds", 0, strict=False)
+_ratio = _number(float, "a number", 0, strict=True)
+_fraction = _number(float, "a number", 0, strict=False)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -178,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--rate",
-        type=_seconds,
+        type=_ratio,
         metavar="R",
         help="start at most R requests per second across all workers (retries included)",
     )
@@ -233,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_options(diff, "diff")
     diff.add_argument(
         "--max-latency-ratio",
-        type=_seconds,
+        type=_ratio,
         default=1.5,
         metavar="R",
         help="a p50 TTFT/duration more than R times the base is a regression (default: 1.5)",
@@ -247,14 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diff.add_argument(
         "--min-similarity",
-        type=_non_negative,
+        type=_fraction,
         default=0.0,
         metavar="F",
         help="a reply less similar than F (0..1) to the base is a regression (default: 0, off)",
     )
     diff.add_argument(
         "--max-error-rate-increase",
-        type=_non_negative,
+        type=_fraction,
         default=0.05,
         metavar="F",
         help="an error rate up by more than F (0..1) is a regression (default: 0.05)",

@@ -45,43 +45,23 @@ def test_cli_exit_4_when_locked(tmp_path: Path) -> None:
     sc = tmp_path / "s.yaml"
     sc.write_text("turns: [hi]\n")
     path = tmp_path / "run.lock"
+    cmd = [
+        sys.executable,
+        "-m",
+        "runner",
+        "run",
+        str(sc),
+        "--local",
+        "--lock",
+        str(path),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     with RunLock(path):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "runner",
-                "run",
-                str(sc),
-                "--local",
-                "--lock",
-                str(path),
-                "--out",
-                str(tmp_path / "out"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 4
     assert f"pid {os.getpid()}" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runner",
-            "run",
-            str(sc),
-            "--local",
-            "--lock",
-            str(path),
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert path.read_text() == ""  # a clean exit leaves no holder behind
