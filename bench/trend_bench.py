@@ -89,7 +89,7 @@ def generate(root: Path, runs: int, turns: int, seed: int = 1) -> int:
                     "endpoint": "http://localhost:1337/v1/chat/completions",
                     "model": model,
                     "provider": provider,
-                    "history": "full",
+                    "history": "client",
                     "messages_sent": 1 + 2 * (i % 10),
                 },
                 "timing": {

@@ -42,7 +42,14 @@ from typing import Any
 from runner.errors import UsageError
 from runner.exitcodes import ExitStatus
 from runner.records import RUN_SCHEMA
-from runner.transcript import RUN_JSON, TRANSCRIPT, create_run_dir, utc_now, write_json_atomic
+from runner.transcript import (
+    RUN_JSON,
+    TRANSCRIPT,
+    create_run_dir,
+    read_run_json,
+    utc_now,
+    write_json_atomic,
+)
 
 __all__ = ["merge_runs"]
 
@@ -85,15 +92,7 @@ def _shard(value: Any, where: Path) -> tuple[int, int] | None:
 
 
 def _load(run_dir: Path, order: int) -> _Source:
-    path = run_dir / RUN_JSON
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"merge: {run_dir} is not a run directory (no {RUN_JSON})") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"merge: cannot read {path}: {exc}") from None
-    if not isinstance(record, dict):
-        raise UsageError(f"merge: {path} is not a run record")
+    record = read_run_json(run_dir, UsageError, "merge")
     if record.get("status") == "running":
         raise UsageError(
             f"merge: run {record.get('run_id')} in {run_dir} is still running or was killed; "

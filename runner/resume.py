@@ -23,7 +23,7 @@ from typing import Any
 
 from runner.errors import ResumeError, ScenarioError
 from runner.scenario import Scenario, load_paths
-from runner.transcript import RUN_JSON, TRANSCRIPT
+from runner.transcript import RUN_JSON, TRANSCRIPT, read_run_json
 
 __all__ = ["STOP_REASONS", "ResumePlan", "plan_resume"]
 
@@ -87,12 +87,7 @@ def _repair(path: Path) -> int:
 
 def plan_resume(run_dir: Path, *, force: bool = False) -> ResumePlan:
     run_json = run_dir / RUN_JSON
-    try:
-        record = json.loads(run_json.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ResumeError(f"--resume: {run_dir} is not a run directory (no {RUN_JSON})") from None
-    except (OSError, ValueError) as exc:
-        raise ResumeError(f"--resume: cannot read {run_json}: {exc}") from None
+    record = read_run_json(run_dir, ResumeError, "--resume")
     if record.get("status") == "complete":
         raise ResumeError(f"--resume: run {record.get('run_id')} is complete; nothing to resume")
     if record.get("status") == "running" and _pid_alive(record.get("pid")) and not force:

@@ -23,11 +23,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from runner.errors import RunnerError
+
 __all__ = [
     "TranscriptWriter",
     "create_run_dir",
     "iter_records",
     "new_run_id",
+    "read_run_json",
     "utc_now",
     "write_json_atomic",
 ]
@@ -73,6 +76,20 @@ def create_run_dir(out: Path) -> tuple[str, Path]:
             continue
         return run_id, path
     raise OSError(f"could not create a new run folder in {out}")
+
+
+def read_run_json(run_dir: Path, error: type[RunnerError], what: str) -> dict[str, Any]:
+    """``run_dir``'s run.json, or ``error`` with a one-line message starting with ``what``."""
+    path = run_dir / RUN_JSON
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{what}: {run_dir} is not a run directory (no {RUN_JSON})") from None
+    except (OSError, ValueError) as exc:
+        raise error(f"{what}: cannot read {path}: {exc}") from None
+    if not isinstance(record, dict):
+        raise error(f"{what}: {path} is not a run record")
+    return record
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

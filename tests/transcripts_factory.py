@@ -112,7 +112,7 @@ def turn(
             "endpoint": "http://localhost:1337/v1/chat/completions",
             "model": model,
             "provider": provider,
-            "history": "full",
+            "history": "client",
             "messages_sent": 1 + 2 * turn,
         },
         "timing": {
