@@ -421,6 +421,10 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"serving the built-in local endpoint at {url} (Ctrl-C to stop)\n")
         out.flush()
 
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # stop as Ctrl-C does: close the socket, end the threads
+
+    signal.signal(signal.SIGTERM, on_term)
     serve(
         args.host,
         args.port,

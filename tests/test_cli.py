@@ -354,3 +354,26 @@ def test_shards_in_parallel_processes_merge_into_one_run(tmp_path: Path) -> None
     # The same shard twice is refused, with one line and exit 2.
     proc = runner("merge", dirs[0], dirs[0], "--out", str(tmp_path / "m2"))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_prints_its_url_and_stops_on_signals(sig: int) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = line.split(" at ")[1].split()[0]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1/chat/completions")
+        import requests
+
+        models = requests.get(url.replace("chat/completions", "models"), timeout=5).json()
+        assert models["data"][0]["id"] == "local-echo"
+        proc.send_signal(sig)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
